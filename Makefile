@@ -1,0 +1,42 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+# Offline and quiet at run time (see DESIGN.md "Facts that bite").
+export OMP_WAIT_POLICY := PASSIVE
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export VLLM_NO_USAGE_STATS := 1
+export VLLM_HOST_IP := 127.0.0.1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint demo clean-data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: install, prepare the models, ingest the demo knowledge base if needed, serve on $(HOST):$(PORT)
+run: install
+	$(BIN)/ragnet models prepare
+	$(BIN)/ragnet ingest --kb demo demo/kb
+	$(BIN)/ragnet serve --host $(HOST) --port $(PORT)
+
+## test: install and run the whole suite (hermetic: no network, temp folders, tiny models)
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""Skills: generators, model preparation, answer composition."""

@@ -1,0 +1,41 @@
+"""Errors of the agents layer.
+
+RagnetError (retrieval.errors)
+ └── AgentError
+      ├── ModelNotPrepared      a model folder is missing: run `ragnet models prepare`
+      ├── ModelPreparationError a model package is missing or corrupt
+      ├── UnknownAdapter        a request named an adapter that is not loaded
+      ├── MissingExtra          an optional backend's package is not installed
+      └── GenerationError       the backend failed while generating
+"""
+
+from __future__ import annotations
+
+from retrieval.errors import RagnetError
+
+
+class AgentError(RagnetError):
+    pass
+
+
+class ModelNotPrepared(AgentError):
+    pass
+
+
+class ModelPreparationError(AgentError):
+    pass
+
+
+class UnknownAdapter(AgentError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known) if known else "none are loaded"
+        super().__init__(f"unknown adapter {name!r}; known adapters: {listed}")
+        self.name = name
+
+
+class MissingExtra(AgentError):
+    pass
+
+
+class GenerationError(AgentError):
+    pass

@@ -1,0 +1,155 @@
+"""In-process transformers generation on CPU (the embedded default)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.errors import GenerationError, ModelNotPrepared, UnknownAdapter
+from agents.generation.base import Generation, GenerationRequest
+
+
+def configure_torch(threads: int | None) -> None:
+    """Process-wide torch threading; call once at start, before the first model loads."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+class TransformersGenerator:
+    """A causal LM from a local folder; requests are served one at a time (one model, few cores)."""
+
+    def __init__(self, path: Path, *, quantize: Literal["none", "int8"] = "none") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not (path / "config.json").exists():
+            raise ModelNotPrepared(f"no model in {path}; run `ragnet models prepare` first")
+        self.name = path.name
+        self._torch = torch
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        model.eval()
+        if quantize == "int8":
+            with warnings.catch_warnings():
+                # torch marks eager dynamic quantisation deprecated but it is still the fastest
+                # CPU path for this model here (~2x decode over fp32, DESIGN.md).
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self._model: Any = model
+        self._lock = threading.Lock()
+        eos = model.generation_config.eos_token_id
+        self._eos: list[int] = [eos] if isinstance(eos, int) else list(eos or [])
+        if self._tokenizer.eos_token_id is not None and self._tokenizer.eos_token_id not in self._eos:
+            self._eos.append(self._tokenizer.eos_token_id)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        self._check(request)
+        started = time.perf_counter()
+        stats: dict[str, int] = {}
+        text = "".join(self._run(request, stats))
+        return Generation(
+            text=text,
+            prompt_tokens=stats.get("prompt_tokens", 0),
+            completion_tokens=stats.get("new_tokens", 0),
+            finish_reason="length" if stats.get("new_tokens", 0) >= request.max_tokens else "stop",
+            seconds=time.perf_counter() - started,
+        )
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        self._check(request)
+        return self._run(request, {})
+
+    def _check(self, request: GenerationRequest) -> None:
+        if request.adapter is not None:  # LoRA adapters arrive with the routing work
+            raise UnknownAdapter(request.adapter, [])
+        if not request.messages:
+            raise GenerationError("a generation request needs at least one message")
+
+    def _run(self, request: GenerationRequest, stats: dict[str, int]) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancelled = threading.Event()
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
+        inputs = self._tokenizer.apply_chat_template(
+            list(request.messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        prompt_len = int(inputs["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs: dict[str, Any] = dict(
+            **inputs,
+            max_new_tokens=request.max_tokens,
+            repetition_penalty=request.repetition_penalty,
+            eos_token_id=self._eos or None,
+            pad_token_id=self._tokenizer.pad_token_id or (self._eos[0] if self._eos else None),
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_Cancel()]),
+        )
+        if request.temperature > 0:
+            kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if request.stop:
+            kwargs.update(stop_strings=list(request.stop), tokenizer=self._tokenizer)
+
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with self._torch.inference_mode():
+                    if request.seed is not None:
+                        self._torch.manual_seed(request.seed)
+                    result["out"] = self._model.generate(**kwargs)
+            except Exception as exc:  # surfaced in the consumer's thread below
+                result["error"] = exc
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, name="ragnet-generate", daemon=True)
+            worker.start()
+            try:
+                yield from _cut_at_stop(streamer, request.stop)
+            finally:
+                # A consumer that stops early (client gone) ends generation at the next token;
+                # the streamer's queue is unbounded, so the worker never blocks on it.
+                cancelled.set()
+                worker.join()
+            if "error" in result:
+                raise GenerationError(f"generation failed: {result['error']}") from result["error"]
+            out = result.get("out")
+            stats["prompt_tokens"] = prompt_len
+            stats["new_tokens"] = int(out.shape[1]) - prompt_len if out is not None else 0
+
+
+def _cut_at_stop(pieces: Iterator[str], stops: Any) -> Iterator[str]:
+    """Yield text up to (not including) the first stop string; hold back a possible stop prefix."""
+    stops = [s for s in (stops or ()) if s]
+    if not stops:
+        yield from (p for p in pieces if p)
+        return
+    hold = max(len(s) for s in stops) - 1
+    buffer = ""
+    for piece in pieces:
+        buffer += piece
+        cut = min((i for i in (buffer.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            if buffer[:cut]:
+                yield buffer[:cut]
+            return
+        if len(buffer) > hold:
+            emit, buffer = buffer[: len(buffer) - hold], buffer[len(buffer) - hold :]
+            yield emit
+    if buffer:
+        yield buffer

@@ -1,0 +1,1 @@
+"""The outside: FastAPI app, routes, schemas, CLI, settings — the composition root."""

@@ -1,0 +1,1 @@
+"""`ragnet eval …`: evaluation over shared/data/FORMATS.md formats."""

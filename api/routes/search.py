@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api import qa
+from api.deps import ServicesDep
+from api.errors import RequestError, classify, error_body
+from api.schemas import AnswerRequest, AnswerResponse, ErrorResponse
+from retrieval.errors import RagnetError
+
+router = APIRouter(prefix="/v1/search", tags=["search"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown knowledge base"},
+    422: {"model": ErrorResponse, "description": "Empty, oversized or malformed request"},
+    503: {"model": ErrorResponse, "description": "Model not prepared or index unavailable"},
+}
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)
+def search_answer(body: AnswerRequest, services: ServicesDep) -> Any:
+    """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
+    limit = services.settings.max_question_chars
+    if len(body.question) > limit:
+        raise RequestError(f"question is {len(body.question)} characters; the limit is {limit}")
+    if not body.stream:
+        return qa.answer(services, body.kb, body.question, body.top_k)
+
+    events = qa.answer_events(services, body.kb, body.question, body.top_k)  # raises 404 up front
+
+    def stream() -> Iterator[str]:
+        try:
+            for event, data in events:
+                yield _sse(event, data)
+        except RagnetError as exc:
+            _, code = classify(exc)
+            yield _sse("error", error_body(code, str(exc)))
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

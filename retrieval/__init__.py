@@ -1,0 +1,1 @@
+"""Knowledge: loaders, chunking, embedding, vector stores, metadata, search."""

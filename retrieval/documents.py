@@ -1,0 +1,86 @@
+"""The data that flows through retrieval: documents, chunks, hits."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fixed namespace so that a chunk's point id is a pure function of (kb, doc id, position):
+# re-ingesting after a crash overwrites the same points instead of duplicating them.
+_POINT_NAMESPACE = uuid.UUID("7c1b6a52-2f0e-4f5a-9d35-5b0f4e8b9a11")
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    title: str
+    text: str
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(f"{self.title}\x00{self.text}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    kb: str
+    doc_id: str
+    position: int
+    title: str
+    text: str
+    source: str
+    section: str = ""
+
+    @property
+    def point_id(self) -> str:
+        return str(uuid.uuid5(_POINT_NAMESPACE, f"{self.kb}\x00{self.doc_id}\x00{self.position}"))
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder sees: the title and section give a chunk its context."""
+        head = (
+            self.title if not self.section or self.section == self.title else f"{self.title} / {self.section}"
+        )
+        return f"{head}\n{self.text}" if head else self.text
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "kb": self.kb,
+            "doc_id": self.doc_id,
+            "position": self.position,
+            "title": self.title,
+            "section": self.section,
+            "text": self.text,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk with its similarity score."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    text: str
+    source: str
+    position: int
+    score: float
+    section: str = ""
+
+    @classmethod
+    def from_payload(cls, chunk_id: str, score: float, payload: dict[str, Any]) -> Hit:
+        return cls(
+            chunk_id=chunk_id,
+            doc_id=str(payload.get("doc_id", "")),
+            title=str(payload.get("title", "")),
+            text=str(payload.get("text", "")),
+            source=str(payload.get("source", "")),
+            position=int(payload.get("position", 0)),
+            section=str(payload.get("section", "")),
+            score=float(score),
+        )

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny generator built in code, the real embedder from its PyPI package,
+and Services over a temp data folder. No test touches the network (pytest-socket)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api import runtime_env
+
+runtime_env.apply()
+
+from agents.generation.transformers_backend import TransformersGenerator  # noqa: E402
+from api.services import Services  # noqa: E402
+from api.settings import Settings  # noqa: E402
+from retrieval.embedder import SentenceTransformerEmbedder, default_embedder_path  # noqa: E402
+from tests.tiny_model import build_tiny_model  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_model_dir: Path) -> TransformersGenerator:
+    return TransformersGenerator(tiny_model_dir, quantize="none")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(default_embedder_path())
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in list(__import__("os").environ):
+        if key.startswith("RAGNET_"):
+            monkeypatch.delenv(key)
+    return Settings(
+        data_dir=tmp_path / "data",
+        generator_path=tiny_model_dir,
+        generator_quantize="none",
+        max_new_tokens=8,
+    )
+
+
+@pytest.fixture
+def services(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tiny_generator: TransformersGenerator
+) -> Iterator[Services]:
+    svc = Services(settings, embedder=embedder, generator=tiny_generator)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def demo_kb_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "demo" / "kb"

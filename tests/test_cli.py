@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+from api.settings import Settings
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("RAGNET_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAGNET_GENERATOR_PATH", str(settings.generator_path))
+    monkeypatch.setenv("RAGNET_GENERATOR_QUANTIZE", "none")
+    monkeypatch.setenv("RAGNET_MAX_NEW_TOKENS", "4")
+    return settings
+
+
+def _last_json(out: str) -> object:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _write_eval_set(tmp_path: Path) -> tuple[Path, Path]:
+    corpus, questions = tmp_path / "corpus.jsonl", tmp_path / "questions.jsonl"
+    docs = [
+        ("d1", "Apollo 11", "Apollo 11 landed on the Moon on 20 July 1969."),
+        ("d2", "Tea", "Black tea is fully oxidised; green tea is not oxidised."),
+        ("d3", "Bees", "Honeybees communicate with the waggle dance."),
+    ]
+    corpus.write_text("".join(json.dumps({"id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    qs = [
+        ("When did Apollo 11 land?", ["20 July 1969"], ["d1"]),
+        ("Which tea is fully oxidised?", ["black tea"], ["d2"]),
+        ("How do honeybees communicate?", ["waggle dance"], ["d3"]),
+    ]
+    questions.write_text(
+        "".join(
+            json.dumps({"id": str(n), "question": q, "answers": a, "supporting_ids": s}) + "\n"
+            for n, (q, a, s) in enumerate(qs)
+        )
+    )
+    return corpus, questions
+
+
+def test_ingest_ask_and_kbs(
+    env: Settings, demo_kb_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00bad")
+    assert main(["ingest", "--kb", "demo", str(demo_kb_dir), str(bad)]) == 2  # partial success
+    out, err = capsys.readouterr()
+    report = _last_json(out)
+    assert (
+        isinstance(report, dict)
+        and report["indexed"] >= 6
+        and report["failed"][0]["reason"] == "not UTF-8 text"
+    )
+    assert "skipped" in err and "chunks/s" in err
+
+    assert main(["ask", "--kb", "demo", "--json", "When did Apollo 11 land on the Moon?"]) == 0
+    answer = _last_json(capsys.readouterr().out)
+    assert (
+        isinstance(answer, dict)
+        and answer["grounded"]
+        and answer["citations"][0]["doc_id"] == "apollo-11.html"
+    )
+
+    assert main(["kbs"]) == 0
+    assert [k["name"] for k in _last_json(capsys.readouterr().out)] == ["demo"]  # type: ignore[union-attr]
+
+    assert main(["ask", "--kb", "missing", "hello"]) == 1
+    assert "'missing' does not exist" in capsys.readouterr().err
+
+
+def test_eval_retrieval_and_qa_print_json_last(
+    env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, questions = _write_eval_set(tmp_path)
+    assert (
+        main(["eval", "retrieval", "--kb", "ev", "--corpus", str(corpus), "--questions", str(questions)]) == 0
+    )
+    out, err = capsys.readouterr()
+    result = _last_json(out)
+    assert isinstance(result, dict)
+    assert set(result) == {"n", "recall@1", "recall@5", "recall@10", "mrr", "p50_ms", "p95_ms"}
+    assert result["n"] == 3 and result["recall@1"] == 1.0 and result["mrr"] == 1.0
+    assert "ingesting" in err and "3/3 questions" in err
+
+    args = [
+        "eval",
+        "qa",
+        "--kb",
+        "ev",
+        "--corpus",
+        str(corpus),
+        "--questions",
+        str(questions),
+        "--limit",
+        "2",
+    ]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    result = _last_json(out)
+    assert isinstance(result, dict)
+    assert set(result) == {"n", "em", "f1", "support_recall", "grounded_rate", "p50_s", "p95_s"}
+    assert result["n"] == 2 and result["support_recall"] == 1.0 and result["grounded_rate"] == 1.0
+    assert "ingesting" not in err  # the kb already has the corpus
+
+
+def test_models_lists_what_is_prepared(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = _last_json(capsys.readouterr().out)
+    assert isinstance(rows, list)
+    assert {r["role"] for r in rows} == {"generator", "embedder"}
+    assert all(r["prepared"] and r["bytes"] > 0 for r in rows)
+
+
+def test_invalid_settings_are_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAGNET_TOP_K", "0")
+    assert main(["kbs"]) == 2
+    assert "top_k" in capsys.readouterr().err
