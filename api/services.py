@@ -7,8 +7,8 @@ in ready-made (tests pass a tiny generator). ``close()`` flushes the index and r
 from __future__ import annotations
 
 import threading
-from functools import cached_property
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agents.errors import ModelNotPrepared
 from agents.generation.base import Generator
@@ -22,6 +22,8 @@ from retrieval.metadata import MetadataStore
 from retrieval.search import Retriever
 from retrieval.vectorstores import EdgeVectorStore, QdrantClientVectorStore, VectorStore
 
+T = TypeVar("T")
+
 
 class Services:
     def __init__(
@@ -34,24 +36,23 @@ class Services:
     ) -> None:
         self.settings = settings
         self._lock = threading.RLock()
-        if embedder is not None:
-            self.__dict__["embedder"] = embedder
-        if generator is not None:
-            self.__dict__["generator"] = generator
-        if store is not None:
-            self.__dict__["store"] = store
+        given = {"embedder": embedder, "generator": generator, "store": store}
+        self._parts: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
 
-    # cached_property is not thread-safe; the lock keeps two requests from loading a model twice.
-    def _once(self, name: str, build: Any) -> Any:
+    # Built on first use, under a lock so two requests never load a model twice.
+    def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lock:
-            if name not in self.__dict__:
-                self.__dict__[name] = build()
-            return self.__dict__[name]
+            if name not in self._parts:
+                self._parts[name] = build()
+            return self._parts[name]
 
-    @cached_property
+    @property
     def metadata(self) -> MetadataStore:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return MetadataStore(self.settings.sqlalchemy_url)
+        def build() -> MetadataStore:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            return MetadataStore(self.settings.sqlalchemy_url)
+
+        return self._once("metadata", build)
 
     @property
     def embedder(self) -> Embedder:
@@ -88,21 +89,23 @@ class Services:
         configure_torch(s.torch_threads)
         return TransformersGenerator(path, quantize=s.generator_quantize)
 
-    @cached_property
+    @property
     def chunker(self) -> Chunker:
-        return Chunker(self.settings.chunk_tokens, self.settings.chunk_overlap, self.embedder.tokenize)
+        s = self.settings
+        return self._once("chunker", lambda: Chunker(s.chunk_tokens, s.chunk_overlap, self.embedder.tokenize))
 
-    @cached_property
+    @property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder, self.metadata)
+        return self._once("retriever", lambda: Retriever(self.store, self.embedder, self.metadata))
 
-    @cached_property
+    @property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.store, self.embedder, self.chunker, self.metadata)
+        build = lambda: Ingestor(self.store, self.embedder, self.chunker, self.metadata)  # noqa: E731
+        return self._once("ingestor", build)
 
-    @cached_property
+    @property
     def search_graph(self) -> Any:
-        return build_search_graph()
+        return self._once("search_graph", build_search_graph)
 
     def search_context(self) -> SearchContext:
         s = self.settings
@@ -117,9 +120,12 @@ class Services:
 
     def close(self) -> None:
         with self._lock:
-            store = self.__dict__.pop("store", None)
-            if store is not None:
-                store.close()
-            metadata = self.__dict__.pop("metadata", None)
-            if metadata is not None:
-                metadata.close()
+            for name in ("store", "metadata"):
+                part = self._parts.pop(name, None)
+                if part is not None:
+                    part.close()
+            for name in ("retriever", "ingestor"):  # they hold the closed parts
+                self._parts.pop(name, None)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._parts

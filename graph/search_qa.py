@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.answering import cited_numbers, fallback_messages, grounded_messages
+from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from retrieval.documents import Hit
 
@@ -98,7 +98,8 @@ def _generate(messages: Sequence[ChatMessage], runtime: Runtime[SearchContext]) 
 def answer(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
     evidence = state["evidence"]
     text, ms = _generate(grounded_messages(state["question"], evidence), runtime)
-    cited = set(cited_numbers(text, len(evidence)))
+    text, numbers = attribute(text, evidence)
+    cited = set(numbers)
     citations: list[Citation] = [
         {
             "n": i,

@@ -41,10 +41,11 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        """What the embedder sees: the title and section give a chunk its context."""
-        head = (
-            self.title if not self.section or self.section == self.title else f"{self.title} / {self.section}"
-        )
+        """What the embedder sees: title and section give a chunk its context. The ``title:`` form
+        measured best on rc/xquad_zh with no loss on rc/xquad_en (README, chunk text variants)."""
+        head = f"title: {self.title}\n" if self.title else ""
+        if self.section and self.section != self.title:
+            head += f"section: {self.section}\n"
         return f"{head}\n{self.text}" if head else self.text
 
     def payload(self) -> dict[str, Any]:

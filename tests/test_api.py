@@ -67,7 +67,8 @@ def test_streaming_sends_retrieval_tokens_then_done(client: TestClient) -> None:
     kinds = [e for e, _ in events]
     assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds
     done = events[-1][1]
-    assert done["answer"] == "".join(d["text"] for e, d in events if e == "token").strip()
+    streamed = "".join(d["text"] for e, d in events if e == "token").strip()
+    assert done["answer"].startswith(streamed)  # plus a [n] marker when attributed afterwards
     assert done["grounded"] is True
 
 

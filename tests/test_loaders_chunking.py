@@ -81,7 +81,7 @@ def test_chunks_follow_headings_and_respect_size(embedder: SentenceTransformerEm
     hive = [c.text for c in chunks if c.section == "Hive"]
     # Overlap: consecutive chunks of a section share text.
     assert any(a.split()[-1] in b.split()[:20] for a, b in itertools.pairwise(hive))
-    assert chunks[-1].embed_text.startswith("Bees / Dance\n")
+    assert chunks[-1].embed_text.startswith("title: Bees\nsection: Dance\n\n")
 
 
 def test_chinese_text_is_chunked(embedder: SentenceTransformerEmbedder) -> None:

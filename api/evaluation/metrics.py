@@ -2,53 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_PUNCT = set(string.punctuation) | {
-    "，",
-    "。",
-    "、",
-    "；",
-    "：",
-    "？",
-    "！",
-    "“",
-    "”",
-    "‘",
-    "’",
-    "（",
-    "）",
-    "《",
-    "》",
-    "【",
-    "】",
-    "·",
-    "…",
-    "—",
-}
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def tokens(text: str) -> list[str]:
-    norm = normalize(text)
-    if has_cjk(norm):  # Chinese: compare characters (spaces dropped)
-        return [ch for ch in norm if not ch.isspace()]
-    return norm.split()
+from agents.answer_text import tokens
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:

@@ -14,5 +14,5 @@ def healthz(services: ServicesDep) -> Health:
     return Health(
         status="ok",
         vector_store=services.settings.vector_store,
-        generator_ready="generator" in services.__dict__,
+        generator_ready=services.is_loaded("generator"),
     )
