@@ -16,6 +16,7 @@ from agents.model_prep import generator_dir, is_prepared
 from api.settings import Settings
 from graph.search_qa import SearchContext, build_search_graph
 from retrieval.chunking import Chunker
+from retrieval.documents import EMBED_FORMAT
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder, default_embedder_path
 from retrieval.ingest import Ingestor
 from retrieval.metadata import MetadataStore
@@ -100,7 +101,9 @@ class Services:
 
     @property
     def ingestor(self) -> Ingestor:
-        build = lambda: Ingestor(self.store, self.embedder, self.chunker, self.metadata)  # noqa: E731
+        s, e = self.settings, self.embedder
+        signature = f"{e.name}/{e.dim}|chunks {s.chunk_tokens}/{s.chunk_overlap}|format {EMBED_FORMAT}"
+        build = lambda: Ingestor(self.store, e, self.chunker, self.metadata, signature)  # noqa: E731
         return self._once("ingestor", build)
 
     @property

@@ -11,6 +11,9 @@ from typing import Any
 # re-ingesting after a crash overwrites the same points instead of duplicating them.
 _POINT_NAMESPACE = uuid.UUID("7c1b6a52-2f0e-4f5a-9d35-5b0f4e8b9a11")
 
+#: Version of the text a chunk is embedded as (Chunk.embed_text); bump it to re-index on change.
+EMBED_FORMAT = 2
+
 
 @dataclass(frozen=True)
 class Document:

@@ -9,6 +9,7 @@ duplicate chunks.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,13 +56,25 @@ class IngestReport:
 
 
 class Ingestor:
+    """``signature`` names how chunks are made and embedded (embedder, chunk sizes, text format);
+    it is part of each document's stored hash, so changing any of them re-indexes on next ingest."""
+
     def __init__(
-        self, store: VectorStore, embedder: Embedder, chunker: Chunker, metadata: MetadataStore
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        chunker: Chunker,
+        metadata: MetadataStore,
+        signature: str = "",
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._chunker = chunker
         self._metadata = metadata
+        self._signature = signature
+
+    def _hash(self, doc: Document) -> str:
+        return hashlib.sha256(f"{self._signature}\x00{doc.content_hash}".encode()).hexdigest()
 
     def ingest(
         self, kb: str, items: Iterable[Document | LoadFailure], progress: Progress | None = None
@@ -91,11 +104,11 @@ class Ingestor:
 
     def _ingest_batch(self, kb: str, docs: list[Document], report: IngestReport) -> None:
         known = self._metadata.document_states(kb, [d.doc_id for d in docs])
-        todo = [d for d in docs if known.get(d.doc_id) != (d.content_hash, INDEXED)]
+        todo = [d for d in docs if known.get(d.doc_id) != (self._hash(d), INDEXED)]
         report.unchanged += len(docs) - len(todo)
         if not todo:
             return
-        self._metadata.mark(kb, [_row(d, 0) for d in todo], INDEXING)
+        self._metadata.mark(kb, [self._row(d, 0) for d in todo], INDEXING)
         per_doc = {d.doc_id: self._chunker.chunk(kb, d) for d in todo}
         chunks: list[Chunk] = [c for cs in per_doc.values() for c in cs]
         vectors = self._embedder.embed([c.embed_text for c in chunks], kind="document")
@@ -104,16 +117,15 @@ class Ingestor:
         for doc in todo:
             # Drop chunks past the new end: an earlier, longer version of this document.
             self._store.delete(kb, doc_id=doc.doc_id, min_position=len(per_doc[doc.doc_id]))
-        self._metadata.mark(kb, [_row(d, len(per_doc[d.doc_id])) for d in todo], INDEXED)
+        self._metadata.mark(kb, [self._row(d, len(per_doc[d.doc_id])) for d in todo], INDEXED)
         report.indexed += len(todo)
         report.chunks += len(chunks)
 
-
-def _row(doc: Document, chunks: int) -> dict[str, object]:
-    return {
-        "doc_id": doc.doc_id,
-        "title": doc.title,
-        "source": doc.source,
-        "content_hash": doc.content_hash,
-        "chunks": chunks,
-    }
+    def _row(self, doc: Document, chunks: int) -> dict[str, object]:
+        return {
+            "doc_id": doc.doc_id,
+            "title": doc.title,
+            "source": doc.source,
+            "content_hash": self._hash(doc),
+            "chunks": chunks,
+        }

@@ -116,3 +116,22 @@ def test_ingest_over_qdrant_client_backend(tmp_path: Path, services: Services, v
         assert svc.retriever.search("kb", "bee dance", 1)[0].doc_id == "a"
     finally:
         svc.close()
+
+
+def test_changing_chunk_settings_reindexes(tmp_path: Path, services: Services) -> None:
+    doc = _doc("a", "\n\n".join("Bees make honey in hives. " * 12 for _ in range(4)))
+    first = Services(Settings(data_dir=tmp_path / "s", chunk_tokens=200), embedder=services.embedder)
+    try:
+        assert first.ingestor.ingest("kb", [doc]).indexed == 1
+        assert first.ingestor.ingest("kb", [doc]).unchanged == 1
+        before = first.store.count("kb")
+    finally:
+        first.close()
+    second = Services(
+        Settings(data_dir=tmp_path / "s", chunk_tokens=64, chunk_overlap=8), embedder=services.embedder
+    )
+    try:
+        assert second.ingestor.ingest("kb", [doc]).indexed == 1  # new settings: not "unchanged"
+        assert second.store.count("kb") > before
+    finally:
+        second.close()
