@@ -18,8 +18,6 @@ from api.settings import Settings  # noqa: E402
 from retrieval.embedder import SentenceTransformerEmbedder, default_embedder_path  # noqa: E402
 from tests.tiny_model import build_tiny_model  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 from agents.answering import strip_citations
 from api import qa
 from api.evaluation import metrics
-from api.evaluation.data import read_questions
+from api.evaluation.data import Question, read_questions
 from api.services import Services
 from retrieval.loaders import iter_documents
 from retrieval.search import top_documents
@@ -38,9 +38,23 @@ def ensure_corpus(services: Services, kb: str, corpus: Path, log: Log = _stderr)
     log(f"ingested {report.indexed} documents, {report.chunks} chunks in {report.seconds:.1f} s")
 
 
-def _progress(log: Log, i: int, n: int, started: float) -> None:
-    if i == n or i % max(1, n // 20) == 0:
-        log(f"  {i}/{n} questions, {time.perf_counter() - started:.0f} s")
+def _average(
+    items: list[Question], score: Callable[[Question], dict[str, float]], log: Log
+) -> tuple[dict[str, float], list[float]]:
+    """Mean of each score over the questions, and each question's wall time in seconds."""
+    totals: dict[str, float] = {}
+    seconds: list[float] = []
+    started = time.perf_counter()
+    for i, question in enumerate(items, 1):
+        t0 = time.perf_counter()
+        scores = score(question)
+        seconds.append(time.perf_counter() - t0)
+        for name, value in scores.items():
+            totals[name] = totals.get(name, 0.0) + value
+        if i == len(items) or i % max(1, len(items) // 20) == 0:
+            log(f"  {i}/{len(items)} questions, {time.perf_counter() - started:.0f} s")
+    n = len(items) or 1
+    return {name: round(total / n, 4) for name, total in totals.items()}, seconds
 
 
 def eval_retrieval(
@@ -55,29 +69,25 @@ def eval_retrieval(
     ensure_corpus(services, kb, corpus, log)
     items = read_questions(questions, limit)
     depth = max(k, 10)
-    r1 = r5 = r10 = mrr = 0.0
-    latencies: list[float] = []
-    started = time.perf_counter()
-    for i, q in enumerate(items, 1):
-        t0 = time.perf_counter()
+
+    def score(q: Question) -> dict[str, float]:
         # Chunks, then documents: several chunks of one document count once.
         hits = services.retriever.search(kb, q.question, depth * 3)
-        latencies.append((time.perf_counter() - t0) * 1000)
         ranked = [h.doc_id for h in top_documents(hits, depth)]
-        r1 += metrics.recall_at(ranked, q.supporting_ids, 1)
-        r5 += metrics.recall_at(ranked, q.supporting_ids, 5)
-        r10 += metrics.recall_at(ranked, q.supporting_ids, 10)
-        mrr += metrics.reciprocal_rank(ranked[:k], q.supporting_ids)
-        _progress(log, i, len(items), started)
-    n = len(items) or 1
+        return {
+            "recall@1": metrics.recall_at(ranked, q.supporting_ids, 1),
+            "recall@5": metrics.recall_at(ranked, q.supporting_ids, 5),
+            "recall@10": metrics.recall_at(ranked, q.supporting_ids, 10),
+            "mrr": metrics.reciprocal_rank(ranked[:k], q.supporting_ids),
+        }
+
+    means, seconds = _average(items, score, log)
+    ms = [s * 1000 for s in seconds]
     return {
         "n": len(items),
-        "recall@1": round(r1 / n, 4),
-        "recall@5": round(r5 / n, 4),
-        "recall@10": round(r10 / n, 4),
-        "mrr": round(mrr / n, 4),
-        "p50_ms": round(metrics.percentile(latencies, 50), 2),
-        "p95_ms": round(metrics.percentile(latencies, 95), 2),
+        **means,
+        "p50_ms": round(metrics.percentile(ms, 50), 2),
+        "p95_ms": round(metrics.percentile(ms, 95), 2),
     }
 
 
@@ -86,27 +96,22 @@ def eval_qa(
 ) -> dict[str, Any]:
     ensure_corpus(services, kb, corpus, log)
     items = read_questions(questions, limit)
-    em = f1 = support = grounded = 0.0
-    latencies: list[float] = []
-    started = time.perf_counter()
-    for i, q in enumerate(items, 1):
-        t0 = time.perf_counter()
+
+    def score(q: Question) -> dict[str, float]:
         result = qa.answer(services, kb, q.question)
-        latencies.append(time.perf_counter() - t0)
         prediction = strip_citations(result["answer"])
-        em += metrics.exact_match(prediction, q.answers)
-        f1 += metrics.f1(prediction, q.answers)
         sources = [c["doc_id"] for c in result["citations"]]
-        support += metrics.recall_at(sources, q.supporting_ids, len(sources)) if sources else 0.0
-        grounded += 1.0 if result["grounded"] else 0.0
-        _progress(log, i, len(items), started)
-    n = len(items) or 1
+        return {
+            "em": metrics.exact_match(prediction, q.answers),
+            "f1": metrics.f1(prediction, q.answers),
+            "support_recall": metrics.recall_at(sources, q.supporting_ids, len(sources)) if sources else 0.0,
+            "grounded_rate": 1.0 if result["grounded"] else 0.0,
+        }
+
+    means, seconds = _average(items, score, log)
     return {
         "n": len(items),
-        "em": round(em / n, 4),
-        "f1": round(f1 / n, 4),
-        "support_recall": round(support / n, 4),
-        "grounded_rate": round(grounded / n, 4),
-        "p50_s": round(metrics.percentile(latencies, 50), 3),
-        "p95_s": round(metrics.percentile(latencies, 95), 3),
+        **means,
+        "p50_s": round(metrics.percentile(seconds, 50), 3),
+        "p95_s": round(metrics.percentile(seconds, 95), 3),
     }
