@@ -17,7 +17,9 @@ class AnswerRequest(BaseModel):
         examples=["When did Apollo 11 land on the Moon?"],
     )
     stream: bool = Field(default=False, description="Answer as server-sent events.")
-    top_k: int | None = Field(default=None, ge=1, le=20, description="Sources to retrieve (default 4).")
+    top_k: int | None = Field(
+        default=None, ge=1, le=20, description="Sources to retrieve (default RAGNET_TOP_K: 2)."
+    )
 
     @field_validator("question")
     @classmethod
