@@ -3,7 +3,7 @@
 A 0.5B model follows "cite [n]" instructions poorly (it answers "[2]" instead of the answer), so
 the prompt asks only for a short answer from numbered documents, and citations are attributed
 afterwards: the sources the answer cites itself, else the best-ranked source that contains the
-answer's words. Prompt variants were measured on rc/xquad_en (README, "prompt and top_k").
+answer's words. Measured on rc/xquad_en: README, "Benchmarks / Question answering".
 """
 
 from __future__ import annotations

@@ -146,6 +146,13 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragnet", description="Agentic RAG search-answer service.")
     parser.add_argument("--data-dir", type=Path, help="override RAGNET_DATA_DIR")
@@ -176,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", required=True)
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--questions", type=Path, required=True)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--limit", type=_positive)
+    p.add_argument("--k", type=_positive, default=10)
     return parser
 
 

@@ -34,8 +34,8 @@ _HTTP_CODES = {
 }
 
 
-class RequestError(Exception):
-    """A request that is well-formed JSON but not acceptable (limits from settings)."""
+class RequestError(RagnetError):
+    """A request that is well-formed but not acceptable (limits from settings); 422 over HTTP."""
 
     def __init__(self, message: str, status: int = 422, code: str = "invalid_request") -> None:
         super().__init__(message)

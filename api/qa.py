@@ -7,11 +7,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from api.errors import RequestError
 from api.services import Services
 from retrieval.errors import KnowledgeBaseNotFound
 
 
 def _inputs(services: Services, kb: str, question: str, top_k: int | None) -> dict[str, Any]:
+    limit = services.settings.max_question_chars
+    if len(question) > limit:
+        raise RequestError(f"question is {len(question)} characters; the limit is {limit}")
     if not services.metadata.kb_exists(kb):
         raise KnowledgeBaseNotFound(kb)
     return {"kb": kb, "question": question, "top_k": top_k or services.settings.top_k}

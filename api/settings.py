@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         ge=1,
         le=50,
         description="Chunks given to the generator as sources; the 0.5B model loses the answer among "
-        "more (README, prompt and top_k).",
+        "more (README, Benchmarks / Question answering).",
     )
     score_threshold: float = Field(
         default=0.3,

@@ -123,3 +123,23 @@ def test_invalid_settings_are_reported(
     monkeypatch.setenv("RAGNET_TOP_K", "0")
     assert main(["kbs"]) == 2
     assert "top_k" in capsys.readouterr().err
+
+
+def test_cli_bad_input(
+    env: Settings, demo_kb_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["ingest", "--kb", "demo", str(demo_kb_dir)])
+    capsys.readouterr()
+    assert main(["ask", "--kb", "demo", "x" * 2001]) == 1  # the same limit as the HTTP API
+    assert "the limit is 2000" in capsys.readouterr().err
+    assert main(["ask", "--kb", "demo", "   "]) == 2
+
+    corpus, _ = _write_eval_set(tmp_path)
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("\n")
+    assert main(["eval", "qa", "--kb", "ev", "--corpus", str(corpus), "--questions", str(empty)]) == 1
+    assert "holds no questions" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "qa", "--kb", "ev", "--corpus", str(corpus), "--questions", str(empty), "--limit", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

@@ -49,4 +49,6 @@ def read_questions(path: Path, limit: int | None = None) -> list[Question]:
                 lang=str(rec.get("lang", "en")),
             )
         )
+    if not out:
+        raise IngestError(f"{path} holds no questions")
     return out

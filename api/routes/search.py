@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api import qa
 from api.deps import ServicesDep
-from api.errors import RequestError, classify, error_body
+from api.errors import classify, error_body
 from api.schemas import AnswerRequest, AnswerResponse, ErrorResponse
 from retrieval.errors import RagnetError
 
@@ -29,13 +29,11 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 @router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)
 def search_answer(body: AnswerRequest, services: ServicesDep) -> Any:
     """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
-    limit = services.settings.max_question_chars
-    if len(body.question) > limit:
-        raise RequestError(f"question is {len(body.question)} characters; the limit is {limit}")
     if not body.stream:
         return qa.answer(services, body.kb, body.question, body.top_k)
 
-    events = qa.answer_events(services, body.kb, body.question, body.top_k)  # raises 404 up front
+    # Validation (limits, unknown kb) raises here, before the stream starts: a plain 422 / 404.
+    events = qa.answer_events(services, body.kb, body.question, body.top_k)
 
     def stream() -> Iterator[str]:
         try:
