@@ -32,7 +32,7 @@ _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
 def format_source(number: int, hit: Hit) -> str:
-    return f"Document {number}: {hit.text}"
+    return f"Document {number}: {hit.reader_text}"
 
 
 def grounded_messages(question: str, hits: Sequence[Hit]) -> list[ChatMessage]:
@@ -70,7 +70,7 @@ def supporting_source(answer: str, hits: Sequence[Hit]) -> int | None:
         return None
     best, best_overlap = None, 0.0
     for number, hit in enumerate(hits, 1):
-        overlap = len(words & set(tokens(hit.text))) / len(words)
+        overlap = len(words & set(tokens(hit.reader_text))) / len(words)
         if overlap > best_overlap:  # strictly: on a tie the better-ranked source stays
             best, best_overlap = number, overlap
     return best if best_overlap >= SUPPORT_OVERLAP else None

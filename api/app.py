@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from api import errors
-from api.routes import health, search
+from api.routes import admin, admin_page, health, search
 from api.services import Services
 from api.settings import Settings
 
@@ -24,7 +26,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
             _ = services.store, services.generator  # fail at start, not on the first request
+        services.jobs.start()  # resumes jobs a crash or restart interrupted
         yield
+        services.jobs.stop()
         if owned:
             services.close()
 
@@ -38,4 +42,19 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(search.router)
+    app.include_router(admin.router)
+    app.include_router(admin_page.router)
+
+    @app.middleware("http")
+    async def _upload_limit(request: Request, call_next: Any) -> Any:
+        # Refuse an oversized upload before reading its body (the handler also counts bytes).
+        length = request.headers.get("content-length")
+        limit = services.settings.max_upload_bytes
+        if request.method == "POST" and length and length.isdigit() and int(length) > limit + 1_000_000:
+            body = errors.error_body(
+                "too_large", f"the upload is over the {limit}-byte limit (RAGNET_MAX_UPLOAD_BYTES)"
+            )
+            return JSONResponse(body, status_code=413)
+        return await call_next(request)
+
     return app

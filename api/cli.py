@@ -29,33 +29,118 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.settings import LOOPBACK
 
     settings = _settings(args)
     host = args.host or settings.host
     port = args.port or settings.port
+    if settings.auth == "none" and host not in LOOPBACK:
+        _err(f"error: RAGNET_AUTH=none serves without API keys and binds to loopback only, not {host}")
+        return 2
     app = create_app(settings, warm=True)
-    _err(f"ragnet: serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    _err(f"ragnet: serving on http://{host}:{port}  (API docs: /docs, admin page: /admin)")
+    if settings.auth == "none":
+        _err("ragnet: local no-auth mode (RAGNET_AUTH=none): every request acts as admin; loopback only")
+    else:
+        from api.auth import active_keys
+        from retrieval.metadata import MetadataStore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = MetadataStore(settings.sqlalchemy_url)
+        if active_keys(store) == 0:
+            _err("ragnet: no API keys yet; create one with: ragnet keys create --name admin --role admin")
+        store.close()
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0
 
 
+def _is_faq_file(path: Path) -> bool:
+    """A ``faqs.jsonl`` (shared/data FAQ format): by name, or a first record with question + answer."""
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    if path.name.lower().startswith("faqs"):
+        return True
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return (
+                    isinstance(first, dict)
+                    and "question" in first
+                    and "answer" in first
+                    and "text" not in first
+                )
+    return False
+
+
 def cmd_ingest(args: argparse.Namespace, services: Any) -> int:
+    from retrieval.faq_records import read_faqs
+    from retrieval.ingest import IngestReport
+    from retrieval.knowledge import check_name
     from retrieval.loaders import iter_documents
+
+    check_name(args.kb)
+    kb = services.metadata.ensure_kb(args.kb)
+    max_bytes = services.settings.max_file_bytes
 
     def progress(r: Any) -> None:
         rate = f"{r.chunks_per_second:.1f} chunks/s"
-        _err(f"ingest {args.kb}: {r.documents} documents, {r.chunks} new chunks, {rate}")
+        _err(f"ingest {args.kb}: {r.documents} items, {r.chunks} new chunks, {rate}")
 
-    report = services.ingestor.ingest(
-        args.kb,
-        iter_documents([Path(p) for p in args.paths], max_bytes=services.settings.max_file_bytes),
-        progress,
-    )
-    for failure in report.failures:
+    paths = [Path(p) for p in args.paths]
+    faq_files = [p for p in paths if _is_faq_file(p)]
+    doc_paths = [p for p in paths if p not in faq_files]
+    reports: list[IngestReport] = []
+    if doc_paths:
+        reports.append(services.ingestor.ingest(kb, iter_documents(doc_paths, max_bytes=max_bytes), progress))
+    for path in faq_files:
+        _err(f"{path}: FAQ file")
+        reports.append(services.ingestor.ingest_faqs(kb, read_faqs(path, max_bytes=max_bytes), progress))
+    failures = [f for r in reports for f in r.failures]
+    for failure in failures:
         _err(f"skipped {failure.source}: {failure.reason}")
-    print(json.dumps(report.as_dict(), ensure_ascii=False))
+    for r in reports:
+        for doc_id, same in r.duplicates:
+            _err(f"skipped {doc_id}: same content as {same}")
+    out = (
+        reports[0].as_dict()
+        if len(reports) == 1
+        else {"kb": args.kb, "parts": [r.as_dict() for r in reports]}
+    )
+    print(json.dumps(out, ensure_ascii=False))
     # Some files failed but the rest went in: exit 2 so scripts notice.
-    return 2 if report.failures else 0
+    return 2 if failures else 0
+
+
+def cmd_keys(args: argparse.Namespace, services: Any) -> int:
+    from api import auth
+
+    if args.action == "create":
+        kbs = [k.strip() for k in args.kb.split(",") if k.strip()] if args.kb else ["*"]
+        try:
+            import time
+
+            name = args.name or f"{args.role}-{int(time.time())}"
+            record, secret = auth.create_key(services.metadata, name, args.role, kbs)
+        except ValueError as exc:
+            _err(f"error: {exc}")
+            return 2
+        _err("the key is shown once; store it now (only its hash is kept)")
+        print(json.dumps({**record, "key": secret}))
+    elif args.action == "revoke":
+        if not args.name:
+            _err("error: --name NAME (or the key id) is required")
+            return 2
+        if not auth.revoke_key(services.metadata, args.name):
+            _err(f"error: no active key named {args.name!r}")
+            return 1
+        print(json.dumps({"revoked": args.name}))
+    else:
+        print(json.dumps(auth.list_keys(services.metadata)))
+    return 0
 
 
 def cmd_ask(args: argparse.Namespace, services: Any) -> int:
@@ -139,8 +224,21 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
     from api.evaluation import runs
 
     if args.what == "retrieval":
-        result = runs.eval_retrieval(services, args.kb, args.corpus, args.questions, args.limit, args.k)
+        if args.corpus is None or args.questions is None:
+            _err("error: eval retrieval needs --corpus and --questions")
+            return 2
+        result = runs.eval_retrieval(
+            services, args.kb, args.corpus, args.questions, args.limit, args.k, mode=args.mode
+        )
+    elif args.what == "faq":
+        if args.faqs is None or args.queries is None:
+            _err("error: eval faq needs --faqs and --queries")
+            return 2
+        result = runs.eval_faq(services, args.kb, args.faqs, args.queries, args.limit, mode=args.mode)
     else:
+        if args.corpus is None or args.questions is None:
+            _err("error: eval qa needs --corpus and --questions")
+            return 2
         result = runs.eval_qa(services, args.kb, args.corpus, args.questions, args.limit)
     print(json.dumps(result))
     return 0
@@ -178,11 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("kbs", help="list knowledge bases")
 
+    p = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    p.add_argument("action", nargs="?", choices=["create", "list", "revoke"], default="list")
+    p.add_argument("--name", help="a label for the key (unique)")
+    p.add_argument("--role", choices=["admin", "reader"], default="reader")
+    p.add_argument("--kb", help="comma-separated knowledge bases the key may use (default: all, '*')")
+
     p = sub.add_parser("eval", help="evaluation over shared/data formats; last line is one JSON object")
-    p.add_argument("what", choices=["retrieval", "qa"])
+    p.add_argument("what", choices=["retrieval", "qa", "faq"])
     p.add_argument("--kb", required=True)
-    p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--questions", type=Path, required=True)
+    p.add_argument("--corpus", type=Path, help="corpus.jsonl (retrieval, qa)")
+    p.add_argument("--questions", type=Path, help="questions.jsonl (retrieval, qa)")
+    p.add_argument("--faqs", type=Path, help="faqs.jsonl (faq)")
+    p.add_argument("--queries", type=Path, help="queries.jsonl (faq)")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default RAGNET_SEARCH_MODE")
+    p.add_argument("--json", action="store_true", help="accepted for compatibility; output is always JSON")
     p.add_argument("--limit", type=_positive)
     p.add_argument("--k", type=_positive, default=10)
     return parser
@@ -205,7 +313,14 @@ def main(argv: list[str] | None = None) -> int:
 
         services = Services(settings)
         try:
-            handler = {"ingest": cmd_ingest, "ask": cmd_ask, "kbs": cmd_kbs, "eval": cmd_eval}[args.command]
+            handlers = {
+                "ingest": cmd_ingest,
+                "ask": cmd_ask,
+                "kbs": cmd_kbs,
+                "eval": cmd_eval,
+                "keys": cmd_keys,
+            }
+            handler = handlers[args.command]
             return handler(args, services)
         finally:
             services.close()

@@ -11,12 +11,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agents.errors import GenerationError, MissingExtra, ModelNotPrepared, UnknownAdapter
 from retrieval.errors import KnowledgeBaseNotFound, RagnetError, StoreError, StoreLocked
+from retrieval.knowledge import InvalidName, ItemNotFound, KnowledgeBaseExists
 
 log = logging.getLogger("ragnet.api")
 
 # Most specific first: the first isinstance match wins.
 _MAP: list[tuple[type[Exception], int, str]] = [
     (KnowledgeBaseNotFound, 404, "kb_not_found"),
+    (ItemNotFound, 404, "not_found"),
+    (KnowledgeBaseExists, 409, "conflict"),
+    (InvalidName, 422, "invalid_request"),
     (UnknownAdapter, 400, "unknown_adapter"),
     (ModelNotPrepared, 503, "model_not_prepared"),
     (MissingExtra, 503, "missing_extra"),
@@ -27,6 +31,8 @@ _MAP: list[tuple[type[Exception], int, str]] = [
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",

@@ -13,14 +13,17 @@ from typing import Any, TypeVar
 from agents.errors import ModelNotPrepared
 from agents.generation.base import Generator
 from agents.model_prep import generator_dir, is_prepared
+from api.jobs import JobRunner
 from api.settings import Settings
 from graph.search_qa import SearchContext, build_search_graph
 from retrieval.chunking import Chunker
 from retrieval.documents import EMBED_FORMAT
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder, default_embedder_path
 from retrieval.ingest import Ingestor
+from retrieval.knowledge import KnowledgeAdmin
 from retrieval.metadata import MetadataStore
 from retrieval.search import Retriever
+from retrieval.sparse import Bm25Encoder, SparseEncoder
 from retrieval.vectorstores import EdgeVectorStore, QdrantClientVectorStore, VectorStore
 
 T = TypeVar("T")
@@ -91,19 +94,35 @@ class Services:
         return TransformersGenerator(path, quantize=s.generator_quantize)
 
     @property
-    def chunker(self) -> Chunker:
+    def sparse(self) -> SparseEncoder:
+        return self._once("sparse", Bm25Encoder)
+
+    def chunker(self, strategy: str = "heading") -> Chunker:
+        """The chunker of one strategy (a knowledge base chooses its own), built once each."""
+        from retrieval.chunking import make_chunker
+
         s = self.settings
-        return self._once("chunker", lambda: Chunker(s.chunk_tokens, s.chunk_overlap, self.embedder.tokenize))
+        return self._once(
+            f"chunker:{strategy}",
+            lambda: make_chunker(strategy, s.chunk_tokens, s.chunk_overlap, self.embedder.tokenize),  # type: ignore[arg-type]
+        )
 
     @property
     def retriever(self) -> Retriever:
-        return self._once("retriever", lambda: Retriever(self.store, self.embedder, self.metadata))
+        s = self.settings
+        return self._once(
+            "retriever",
+            lambda: Retriever(
+                self.store, self.embedder, self.sparse, self.metadata, default_mode=s.search_mode
+            ),
+        )
 
     @property
     def ingestor(self) -> Ingestor:
         s, e = self.settings, self.embedder
-        signature = f"{e.name}/{e.dim}|chunks {s.chunk_tokens}/{s.chunk_overlap}|format {EMBED_FORMAT}"
-        build = lambda: Ingestor(self.store, e, self.chunker, self.metadata, signature)  # noqa: E731
+        chunks = f"chunks {s.chunk_tokens}/{s.chunk_overlap}"
+        signature = f"{e.name}/{e.dim}|{self.sparse.name}|{chunks}|format {EMBED_FORMAT}"
+        build = lambda: Ingestor(self.store, e, self.sparse, self.chunker, self.metadata, signature)  # noqa: E731
         return self._once("ingestor", build)
 
     @property
@@ -121,13 +140,30 @@ class Services:
             repetition_penalty=s.repetition_penalty,
         )
 
+    @property
+    def knowledge(self) -> KnowledgeAdmin:
+        build = lambda: KnowledgeAdmin(self.store, self.metadata, self.ingestor, self.ingestor.locks)  # noqa: E731
+        return self._once("knowledge", build)
+
+    @property
+    def jobs(self) -> JobRunner:
+        s = self.settings
+
+        def build() -> JobRunner:
+            return JobRunner(self.metadata, lambda: self.ingestor, s.data_dir / "uploads", s.max_file_bytes)
+
+        return self._once("jobs", build)
+
     def close(self) -> None:
         with self._lock:
+            runner = self._parts.pop("jobs", None)
+            if runner is not None:
+                runner.stop()
             for name in ("store", "metadata"):
                 part = self._parts.pop(name, None)
                 if part is not None:
                     part.close()
-            for name in ("retriever", "ingestor"):  # they hold the closed parts
+            for name in ("retriever", "ingestor", "knowledge"):  # they hold the closed parts
                 self._parts.pop(name, None)
 
     def is_loaded(self, name: str) -> bool:

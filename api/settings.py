@@ -21,6 +21,8 @@ from pydantic_settings import (
 #: Environment variable naming an optional TOML config file (keys are the field names).
 CONFIG_ENV = "RAGNET_CONFIG"
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGNET_", extra="forbid", validate_default=True)
@@ -73,6 +75,18 @@ class Settings(BaseSettings):
         default=32, ge=0, description="Tokens shared by consecutive chunks of one section."
     )
 
+    # --- search ------------------------------------------------------------------------
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="hybrid",
+        description="Retrieval for answers and hit testing: dense vectors, BM25 keywords, or both fused "
+        "with reciprocal-rank fusion (README, Benchmarks / Retrieval: hybrid is best or equal on every set).",
+    )
+    chunking: Literal["heading", "fixed", "parent_child"] = Field(
+        default="heading",
+        description="Chunking of a new knowledge base unless it names its own: by heading/paragraph, "
+        "fixed token windows, or parent-child (small children searched, their parent section returned).",
+    )
+
     # --- answering -----------------------------------------------------------------------
     top_k: int = Field(
         default=2,
@@ -100,6 +114,19 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         default=20_000_000, ge=1, description="Files larger than this are skipped at ingest."
     )
+    max_upload_bytes: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="One HTTP upload request (all its files) larger than this gets 413.",
+    )
+
+    # --- auth ----------------------------------------------------------------------------
+    auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="'keys': every /v1 request needs an API key (`ragnet keys create`); admin keys write, "
+        "reader keys query, each scoped to knowledge bases. "
+        "'none': no keys, allowed only on a loopback host.",
+    )
 
     # --- server --------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -111,6 +138,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RAGNET_QDRANT_URL is set but RAGNET_VECTOR_STORE is 'edge'; "
                 "set RAGNET_VECTOR_STORE=qdrant to use a Qdrant server"
+            )
+        if self.auth == "none" and self.host not in LOOPBACK:
+            raise ValueError(
+                "RAGNET_AUTH=none serves without API keys, so it binds to loopback only; "
+                f"host is {self.host}. "
+                "Use RAGNET_AUTH=keys (and `ragnet keys create`) to serve on other addresses"
             )
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")

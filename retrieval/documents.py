@@ -12,7 +12,7 @@ from typing import Any
 _POINT_NAMESPACE = uuid.UUID("7c1b6a52-2f0e-4f5a-9d35-5b0f4e8b9a11")
 
 #: Version of the text a chunk is embedded as (Chunk.embed_text); bump it to re-index on change.
-EMBED_FORMAT = 2
+EMBED_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,19 @@ class Chunk:
     text: str
     source: str
     section: str = ""
+    #: Text handed to the reader instead of ``text`` (parent-child chunking: the parent section);
+    #: empty means ``text`` itself.
+    context: str = ""
+    #: The document's metadata (searchable with filters); copied into the payload under ``meta``.
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: The document version this chunk belongs to (see retrieval/ingest.py); part of the point id,
+    #: so a new version is written beside the old one and swapped in at once.
+    version: str = ""
 
     @property
     def point_id(self) -> str:
-        return str(uuid.uuid5(_POINT_NAMESPACE, f"{self.kb}\x00{self.doc_id}\x00{self.position}"))
+        key = f"{self.kb}\x00{self.doc_id}\x00{self.version}\x00{self.position}"
+        return str(uuid.uuid5(_POINT_NAMESPACE, key))
 
     @property
     def embed_text(self) -> str:
@@ -59,13 +68,22 @@ class Chunk:
             "title": self.title,
             "section": self.section,
             "text": self.text,
+            "context": self.context,
             "source": self.source,
+            "meta": dict(self.metadata),
+            "version": self.version,
         }
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved chunk with its similarity score."""
+    """One retrieved chunk (or FAQ question) with its scores.
+
+    ``score`` ranks hits within one search (cosine in dense mode, BM25 in sparse mode, the RRF
+    score in hybrid mode); ``relevance`` is always on the dense cosine scale, so one evidence
+    threshold works in every mode (see retrieval/search.py); ``retrievers`` says which retriever
+    found the hit, at what rank, with what score of its own.
+    """
 
     chunk_id: str
     doc_id: str
@@ -75,9 +93,27 @@ class Hit:
     position: int
     score: float
     section: str = ""
+    context: str = ""
+    relevance: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    retrievers: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    answer: str = ""  # FAQ hits: the stored answer, verbatim
+
+    @property
+    def reader_text(self) -> str:
+        """What a reader or generator should see: the parent context when there is one."""
+        return self.context or self.text
 
     @classmethod
-    def from_payload(cls, chunk_id: str, score: float, payload: dict[str, Any]) -> Hit:
+    def from_payload(
+        cls,
+        chunk_id: str,
+        score: float,
+        payload: dict[str, Any],
+        *,
+        relevance: float | None = None,
+        retrievers: dict[str, Any] | None = None,
+    ) -> Hit:
         return cls(
             chunk_id=chunk_id,
             doc_id=str(payload.get("doc_id", "")),
@@ -86,5 +122,10 @@ class Hit:
             source=str(payload.get("source", "")),
             position=int(payload.get("position", 0)),
             section=str(payload.get("section", "")),
+            context=str(payload.get("context", "") or ""),
+            answer=str(payload.get("answer", "") or ""),
+            metadata=dict(payload.get("meta") or {}),
             score=float(score),
+            relevance=float(score if relevance is None else relevance),
+            retrievers=dict(retrievers or {}),
         )

@@ -44,6 +44,7 @@ def settings(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPat
         generator_path=tiny_model_dir,
         generator_quantize="none",
         max_new_tokens=8,
+        auth="none",  # tests/test_auth.py covers keys
     )
 
 

@@ -52,3 +52,17 @@ def read_questions(path: Path, limit: int | None = None) -> list[Question]:
     if not out:
         raise IngestError(f"{path} holds no questions")
     return out
+
+
+def read_queries(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(query, faq_id) pairs from a FAQ ``queries.jsonl``."""
+    out: list[tuple[str, str]] = []
+    for rec in read_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
+        if not isinstance(rec.get("query"), str) or not rec.get("faq_id"):
+            raise IngestError(f'{path}: every line needs "query" and "faq_id"')
+        out.append((str(rec["query"]), str(rec["faq_id"])))
+    if not out:
+        raise IngestError(f"{path} has no queries")
+    return out

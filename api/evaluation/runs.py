@@ -11,10 +11,12 @@ from typing import Any
 from agents.answering import strip_citations
 from api import qa
 from api.evaluation import metrics
-from api.evaluation.data import Question, read_questions
+from api.evaluation.data import Question, read_queries, read_questions
 from api.services import Services
-from retrieval.loaders import iter_documents
+from retrieval.faq_records import read_faqs
+from retrieval.loaders import LoadFailure, iter_documents
 from retrieval.search import top_documents
+from retrieval.vectorstores.base import Mode
 
 Log = Callable[[str], None]
 
@@ -25,11 +27,12 @@ def _stderr(message: str) -> None:
 
 def ensure_corpus(services: Services, kb: str, corpus: Path, log: Log = _stderr) -> None:
     """Ingest ``corpus`` into ``kb`` when the kb has no documents yet."""
-    if services.metadata.kb_exists(kb) and services.metadata.count_documents(kb) > 0:
+    info = services.metadata.ensure_kb(kb)
+    if services.metadata.count_documents(info.id) > 0:
         return
     log(f"kb {kb!r} is empty: ingesting {corpus}")
     report = services.ingestor.ingest(
-        kb,
+        info,
         iter_documents([corpus], max_bytes=services.settings.max_file_bytes),
         progress=lambda r: log(
             f"  {r.documents} documents, {r.chunks} chunks, {r.chunks_per_second:.1f} chunks/s"
@@ -39,7 +42,7 @@ def ensure_corpus(services: Services, kb: str, corpus: Path, log: Log = _stderr)
 
 
 def _average(
-    items: list[Question], score: Callable[[Question], dict[str, float]], log: Log
+    items: list[Any], score: Callable[[Any], dict[str, float]], log: Log
 ) -> tuple[dict[str, float], list[float]]:
     """Mean of each score over the questions, and each question's wall time in seconds."""
     totals: dict[str, float] = {}
@@ -65,6 +68,7 @@ def eval_retrieval(
     limit: int | None,
     k: int = 10,
     log: Log = _stderr,
+    mode: Mode | None = None,
 ) -> dict[str, Any]:
     ensure_corpus(services, kb, corpus, log)
     items = read_questions(questions, limit)
@@ -72,7 +76,7 @@ def eval_retrieval(
 
     def score(q: Question) -> dict[str, float]:
         # Chunks, then documents: several chunks of one document count once.
-        hits = services.retriever.search(kb, q.question, depth * 3)
+        hits = services.retriever.search(kb, q.question, depth * 3, mode=mode)
         ranked = [h.doc_id for h in top_documents(hits, depth)]
         return {
             "recall@1": metrics.recall_at(ranked, q.supporting_ids, 1),
@@ -85,9 +89,49 @@ def eval_retrieval(
     ms = [s * 1000 for s in seconds]
     return {
         "n": len(items),
+        "mode": mode or services.retriever.default_mode,
         **means,
         "p50_ms": round(metrics.percentile(ms, 50), 2),
         "p95_ms": round(metrics.percentile(ms, 95), 2),
+    }
+
+
+def eval_faq(
+    services: Services,
+    kb: str,
+    faqs: Path,
+    queries: Path,
+    limit: int | None,
+    log: Log = _stderr,
+    mode: Mode | None = None,
+) -> dict[str, Any]:
+    """FAQ retrieval: does each paraphrase find its FAQ (top1, recall@5, MRR over FAQs)?"""
+    info = services.metadata.ensure_kb(kb)
+    if services.metadata.list_faqs(info.id, 0, 1)[1] == 0:
+        log(f"kb {kb!r} has no FAQs: importing {faqs}")
+        records = list(read_faqs(faqs, max_bytes=services.settings.max_file_bytes))
+        bad = [r for r in records if isinstance(r, LoadFailure)]
+        if bad:
+            log(f"  {len(bad)} FAQ records skipped, first: {bad[0].source}: {bad[0].reason}")
+        report = services.ingestor.ingest_faqs(info, records)
+        log(f"imported {report.indexed} FAQs ({report.chunks} questions) in {report.seconds:.1f} s")
+    items = read_queries(queries, limit)
+
+    def score(q: tuple[str, str]) -> dict[str, float]:
+        ranked = [h.doc_id for h in services.retriever.search_faqs(kb, q[0], 10, mode=mode)]
+        return {
+            "top1": 1.0 if ranked[:1] == [q[1]] else 0.0,
+            "recall@5": 1.0 if q[1] in ranked[:5] else 0.0,
+            "mrr": metrics.reciprocal_rank(ranked, [q[1]]),
+        }
+
+    means, seconds = _average(items, score, log)
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(items),
+        "mode": mode or services.retriever.default_mode,
+        **means,
+        "p50_ms": round(metrics.percentile(ms, 50), 2),
     }
 
 
