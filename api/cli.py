@@ -172,8 +172,16 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
         is_prepared,
         prepare_generator,
     )
+    from retrieval.e5_import import e5_dir, is_e5_prepared, prepare_multilingual_e5
     from retrieval.embedder import default_embedder_path
 
+    if (
+        args.action == "prepare"
+        and settings.embedder_path is None
+        and settings.embedder != "all-MiniLM-L6-v2"
+    ):
+        path = prepare_multilingual_e5(settings.models_dir, log=_err)
+        _err(f"embedder ready: {path}")
     if args.action == "prepare":
         if settings.generator_path is None:
             model = prepare_generator(settings.models_dir, log=_err)
@@ -182,7 +190,12 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
         else:
             _err(f"generator comes from RAGNET_GENERATOR_PATH={settings.generator_path}; nothing to prepare")
     gen_path = settings.generator_path or generator_dir(settings.models_dir)
-    emb_path = settings.embedder_path or default_embedder_path()
+    if settings.embedder_path is not None:
+        emb_path = settings.embedder_path
+    elif settings.embedder == "all-MiniLM-L6-v2":
+        emb_path = default_embedder_path()
+    else:
+        emb_path = e5_dir(settings.models_dir)
     rows = [
         {
             "role": "generator",
@@ -194,9 +207,12 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
         },
         {
             "role": "embedder",
-            "name": "all-MiniLM-L6-v2" if settings.embedder_path is None else emb_path.name,
+            "name": settings.embedder if settings.embedder_path is None else emb_path.name,
             "path": str(emb_path),
-            "prepared": emb_path.exists(),
+            "prepared": is_e5_prepared(emb_path)
+            if emb_path == e5_dir(settings.models_dir)
+            else emb_path.exists(),
+            "quantize": settings.embedder_quantize,
             "bytes": folder_bytes(emb_path) if emb_path.exists() else 0,
         },
     ]

@@ -6,8 +6,10 @@ in ready-made (tests pass a tiny generator). ``close()`` flushes the index and r
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.errors import ModelNotPrepared
@@ -27,6 +29,19 @@ from retrieval.sparse import Bm25Encoder, SparseEncoder
 from retrieval.vectorstores import EdgeVectorStore, QdrantClientVectorStore, VectorStore
 
 T = TypeVar("T")
+log = logging.getLogger("ragnet.services")
+
+
+def embedder_dir(settings: Settings) -> Path:
+    """The embedder folder: MiniLM from its package, or e5 converted on first use (~6 s)."""
+    if settings.embedder == "all-MiniLM-L6-v2":
+        return default_embedder_path()
+    from retrieval.e5_import import e5_dir, is_e5_prepared, prepare_multilingual_e5
+
+    path = e5_dir(settings.models_dir)
+    if not is_e5_prepared(path):
+        prepare_multilingual_e5(settings.models_dir, log=lambda m: log.info("%s", m))
+    return path
 
 
 class Services:
@@ -60,8 +75,13 @@ class Services:
 
     @property
     def embedder(self) -> Embedder:
-        path = self.settings.embedder_path or default_embedder_path()
-        return self._once("embedder", lambda: SentenceTransformerEmbedder(path))
+        s = self.settings
+
+        def build() -> Embedder:
+            path = s.embedder_path or embedder_dir(s)
+            return SentenceTransformerEmbedder(path, batch_size=s.embed_batch, quantize=s.embedder_quantize)
+
+        return self._once("embedder", build)
 
     @property
     def store(self) -> VectorStore:

@@ -59,7 +59,12 @@ def load_texts(n: int) -> list[tuple[str, str]]:
         qs = [json.loads(line) for line in (DATA / name / "questions.jsonl").open(encoding="utf-8")]
         out += [("query", q["question"]) for q in qs[:: max(1, len(qs) // per)][:per]]
     # awkward inputs for the normaliser: tabs, NBSP, full-width, runs of spaces, control chars, emoji
-    extra = ["  Leading\tand  trailing  ", "Ｆｕｌｌ　ｗｉｄｔｈ ① ㎏ ﬁ", "a\u00a0b\u200bc\x07d", "naïve café 😀 e\u0301"]
+    extra = [
+        "  Leading\tand  trailing  ",
+        "Ｆｕｌｌ　ｗｉｄｔｈ ① ㎏ ﬁ",
+        "a\u00a0b\u200bc\x07d",
+        "naïve café 😀 e\u0301",
+    ]
     out += [("document", t) for t in extra]
     return out
 

@@ -66,7 +66,7 @@ def retrieve(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, A
     ctx = runtime.context
     started = time.perf_counter()
     hits = ctx.search(state["kb"], state["question"], state.get("top_k", 4))
-    evidence = [h for h in hits if h.relevance >= ctx.score_threshold]
+    evidence = [h for h in hits if h.evidence_score >= ctx.score_threshold]
     runtime.stream_writer({"event": "retrieval", "hits": len(hits), "evidence": len(evidence)})
     return {
         "hits": hits,

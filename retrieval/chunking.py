@@ -25,7 +25,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from llama_index.core import Document as LlamaDocument
 from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
@@ -135,7 +135,9 @@ class Chunker:
 
     def _heading(self, doc: Document) -> list[_Piece]:
         pieces: list[_Piece] = []
-        for section, body in self._split_sections(doc):
+        for section, body, _ in self._split_sections(doc):
+            if not body.strip():  # a heading with nothing under it is not a chunk
+                continue
             for part in split_tables(body):
                 if isinstance(part, Table):
                     caption = part.caption or section
@@ -148,7 +150,7 @@ class Chunker:
 
     def _fixed(self, doc: Document) -> list[_Piece]:
         atoms: list[_Atom] = []
-        for section, body, heading in self._split_sections(doc, keep_heading=True):
+        for section, body, heading in self._split_sections(doc):
             if heading:
                 atoms.extend(self._word_atoms(heading, section, self.chunk_tokens))
             for part in split_tables(body):
@@ -180,23 +182,20 @@ class Chunker:
 
     # --- structure -------------------------------------------------------------------------------
 
-    def _split_sections(self, doc: Document, keep_heading: bool = False) -> list[Any]:
-        """(section, body) pairs; with ``keep_heading`` (section, body, heading line text)."""
+    def _split_sections(self, doc: Document) -> list[tuple[str, str, str]]:
+        """(section, body, heading line text) per Markdown section; one untitled one for plain text."""
         if doc.metadata.get("format") != "markdown":
-            return [("", doc.text, "")] if keep_heading else [("", doc.text)]
+            return [("", doc.text, "")]
         nodes = self._sections.get_nodes_from_documents([LlamaDocument(text=doc.text)])
-        sections: list[Any] = []
+        sections: list[tuple[str, str, str]] = []
         for node in nodes:
             text = node.get_content()
             first, _, rest = text.partition("\n")
             if first.lstrip().startswith("#"):
                 heading = first.lstrip("#").strip()
-                if keep_heading:
-                    sections.append((heading, rest, heading))
-                elif rest.strip():  # a heading with nothing under it is not a chunk
-                    sections.append((heading, rest))
+                sections.append((heading, rest, heading))
             else:
-                sections.append(("", text, "") if keep_heading else ("", text))
+                sections.append(("", text, ""))
         return sections
 
     # --- atoms and windows -----------------------------------------------------------------------
@@ -240,7 +239,7 @@ class Chunker:
                 total += atoms[end].tokens
                 end += 1
             # Token counts of the parts need not add up exactly; the joined text must fit.
-            while end - start > 1 and self._count_fresh(_render(atoms[start:end])) > size:
+            while end - start > 1 and len(self._tokenize(_render(atoms[start:end]))) > size:
                 end -= 1
             windows.append(atoms[start:end])
             if end >= len(atoms):
@@ -253,9 +252,6 @@ class Chunker:
                 carried += atoms[back].tokens
             start = back
         return windows
-
-    def _count_fresh(self, text: str) -> int:
-        return len(self._tokenize(text))
 
 
 def _render(atoms: list[_Atom]) -> str:

@@ -94,10 +94,15 @@ class Hit:
     score: float
     section: str = ""
     context: str = ""
-    relevance: float = 0.0
+    relevance: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     retrievers: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     answer: str = ""  # FAQ hits: the stored answer, verbatim
+
+    @property
+    def evidence_score(self) -> float:
+        """The score an evidence threshold compares: ``relevance`` when set, else ``score``."""
+        return self.score if self.relevance is None else self.relevance
 
     @property
     def reader_text(self) -> str:

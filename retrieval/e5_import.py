@@ -34,7 +34,6 @@ quantises activations to 8 bits, so embeddings agree to cosine ~0.99+, not exact
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import os
@@ -262,6 +261,12 @@ def read_e5_bin(path: Path) -> E5Bin:
 # ---------------------------------------------------------------------------------------- tokenizer
 
 
+@dataclass
+class _TrieNode:
+    children: dict[int, _TrieNode] = field(default_factory=dict)  # next UTF-8 byte -> node
+    value: int | None = None  # offset of the replacement when a key ends here
+
+
 def precompiled_charsmap(norm: dict[int, str]) -> bytes:
     """A SentencePiece ``precompiled_charsmap`` mapping each code point of ``norm`` to its replacement.
 
@@ -271,7 +276,7 @@ def precompiled_charsmap(norm: dict[int, str]) -> bytes:
     """
     blob = bytearray()
     value_of: dict[str, int] = {}
-    trie: dict[int, dict] = {}  # byte -> child dict; key -1 holds the value of a key ending here
+    trie = _TrieNode()
     for cp in sorted(norm):
         out = norm[cp]
         if out not in value_of:
@@ -279,12 +284,12 @@ def precompiled_charsmap(norm: dict[int, str]) -> bytes:
             blob += out.encode("utf-8") + b"\0"
         node = trie
         for byte in chr(cp).encode("utf-8"):
-            node = node.setdefault(byte, {})
-        node[-1] = value_of[out]
+            node = node.children.setdefault(byte, _TrieNode())
+        node.value = value_of[out]
 
     units: list[int] = [0]
-    used: list[bool] = [True]
-    used_bases: set[int] = set()
+    used: list[bool] = [True]  # unit 0 is the root
+    used_bases: set[int] = set()  # two nodes sharing a base would accept each other's labels
     free_from = 1
 
     def grow(n: int) -> None:
@@ -292,18 +297,20 @@ def precompiled_charsmap(norm: dict[int, str]) -> bytes:
             units.extend([0] * (n - len(units)))
             used.extend([False] * (n - len(used)))
 
-    queue: deque[tuple[dict, int]] = deque([(trie, 0)])
+    queue: deque[tuple[_TrieNode, int]] = deque([(trie, 0)])
     while queue:
         node, pos = queue.popleft()
-        labels = sorted(0 if k == -1 else k for k in node)
+        labels = sorted(node.children) if node.value is None else [0, *sorted(node.children)]
+        if not labels:
+            continue
         while free_from < len(used) and used[free_from]:
             free_from += 1
         probe = free_from
-        while True:
+        while True:  # first base whose slots base ^ label are all free (label 0 = the value slot)
             grow(probe + 1)
             if not used[probe]:
                 base = probe ^ labels[0]
-                grow((base | 0xFF) + 1)
+                grow((base | 0xFF) + 1)  # any byte looked up from this node stays inside the array
                 if base not in used_bases and all(not used[base ^ c] for c in labels):
                     break
             probe += 1
@@ -312,15 +319,14 @@ def precompiled_charsmap(norm: dict[int, str]) -> bytes:
             raise RetrievalError("the normaliser table is too large for a precompiled char map")
         used_bases.add(base)
         units[pos] |= offset << 10
-        for key, child in sorted(node.items(), key=lambda kv: kv[0]):
-            if key == -1:
-                units[pos] |= 1 << 8
-                units[base] = child | (1 << 31)
-                used[base] = True
-            else:
-                units[base ^ key] = key
-                used[base ^ key] = True
-                queue.append((child, base ^ key))
+        if node.value is not None:
+            units[pos] |= 1 << 8
+            units[base] = node.value | (1 << 31)
+            used[base] = True
+        for byte, child in sorted(node.children.items()):
+            units[base ^ byte] = byte
+            used[base ^ byte] = True
+            queue.append((child, base ^ byte))
     trie_bytes = struct.pack(f"<{len(units)}I", *units)
     return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(blob)
 
@@ -428,7 +434,7 @@ def _hf_config(model: E5Bin) -> dict[str, object]:
         "num_hidden_layers": model.layers,
         "num_attention_heads": model.heads,
         "intermediate_size": model.ffn,
-        "hidden_act": "gelu_new",  # exact erf GELU, as e5.c
+        "hidden_act": "gelu",  # exact erf GELU, as e5.c
         "hidden_dropout_prob": 0.1,
         "attention_probs_dropout_prob": 0.1,
         "max_position_embeddings": model.max_positions + model.pad + 1,
@@ -455,6 +461,7 @@ def _write_model_folder(model: E5Bin, out: Path, source: Path) -> None:
     dump("config.json", _hf_config(model))
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in _state_dict(model).items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "model.safetensors").chmod(0o644)
     (out / "tokenizer.json").write_text(build_tokenizer_json(model), encoding="utf-8")
     bos, eos, pad, unk = (model.pieces[i] for i in (model.bos, model.eos, model.pad, model.unk))
     dump(
@@ -526,6 +533,7 @@ def prepare_multilingual_e5(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIRNAME}.tmp-", dir=target.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
         _write_model_folder(model, tmp, src)
         if target.exists():  # an incomplete leftover (e.g. copied by hand): replace it
             shutil.rmtree(target)
@@ -535,8 +543,3 @@ def prepare_multilingual_e5(
         raise
     log(f"multilingual-e5-small ready at {target}")
     return target
-
-
-def charsmap_b64(norm: dict[int, str]) -> str:
-    """The char map as ``tokenizer.json`` stores it (base64), for inspection and tests."""
-    return base64.b64encode(precompiled_charsmap(norm)).decode("ascii")

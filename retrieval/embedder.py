@@ -62,7 +62,8 @@ class SentenceTransformerEmbedder:
         self._prompts: dict[str, str] = dict(getattr(self._model, "prompts", None) or {})
         self._batch_size = batch_size
         self._lock = threading.Lock()  # one forward pass at a time on a small CPU
-        self.name = path.name if path.name != "model" else path.parent.name
+        base = path.name if path.name != "model" else path.parent.name
+        self.name = base if quantize == "none" else f"{base}-{quantize}"
         self.dim = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 256)
         # A private copy of the fast tokenizer for counting chunk sizes: the packaged one pads and

@@ -70,6 +70,11 @@ class IngestReport:
         }
 
 
+def text_hash(doc: Document) -> str:
+    """Dedup key: the text alone, whitespace-normalised (a renamed copy is still a copy)."""
+    return hashlib.sha256(" ".join(doc.text.split()).encode()).hexdigest()
+
+
 def user_metadata(doc: Document) -> dict[str, Any]:
     return {k: v for k, v in doc.metadata.items() if k not in INTERNAL_KEYS}
 
@@ -104,15 +109,20 @@ class Ingestor:
         return self._hash(f"{doc.content_hash}\x00{meta}")
 
     # --- documents ---------------------------------------------------------------------
+    def _kb(self, kb: KnowledgeBaseInfo | str) -> KnowledgeBaseInfo:
+        """A kb given by name is created on first use (the CLI's `ingest --kb NEW`)."""
+        return self._metadata.ensure_kb(kb) if isinstance(kb, str) else kb
+
     def ingest(
         self,
-        kb: KnowledgeBaseInfo,
+        kb: KnowledgeBaseInfo | str,
         items: Iterable[Document | LoadFailure],
         progress: Progress | None = None,
         *,
         cancelled: Callable[[], bool] | None = None,
         dedup: bool = True,
     ) -> IngestReport:
+        kb = self._kb(kb)
         report = IngestReport(kb=kb.name)
         started = time.perf_counter()
         batch: dict[str, Document] = {}
@@ -165,11 +175,12 @@ class Ingestor:
             if known.get(doc.doc_id) == (digest, INDEXED):
                 report.unchanged += 1
                 continue
-            twin = seen.get(digest) or (self._metadata.find_by_hash(kb.id, digest) if dedup else None)
+            text = text_hash(doc)
+            twin = seen.get(text) or (self._metadata.find_by_text(kb.id, text) if dedup else None)
             if dedup and twin is not None and twin != doc.doc_id:
                 report.duplicates.append((doc.doc_id, twin))
                 continue
-            seen[digest] = doc.doc_id
+            seen[text] = doc.doc_id
             todo.append(doc)
         if not todo:
             return
@@ -213,6 +224,7 @@ class Ingestor:
             "title": doc.title,
             "source": doc.source,
             "content_hash": digest,
+            "text_hash": text_hash(doc),
             "version": digest[:16],
             "chunks": chunks,
             "metadata": user_metadata(doc),
@@ -221,7 +233,7 @@ class Ingestor:
     # --- FAQs --------------------------------------------------------------------------
     def ingest_faqs(
         self,
-        kb: KnowledgeBaseInfo,
+        kb: KnowledgeBaseInfo | str,
         records: Iterable[FaqRecord | LoadFailure],
         progress: Progress | None = None,
         *,
@@ -229,6 +241,7 @@ class Ingestor:
     ) -> IngestReport:
         """Index FAQs: each question variant is a point (embedded as a query: FAQ questions are
         matched against users' questions); the answer rides along in the payload, verbatim."""
+        kb = self._kb(kb)
         report = IngestReport(kb=kb.name)
         started = time.perf_counter()
         batch: list[FaqRecord] = []

@@ -59,6 +59,7 @@ documents = Table(
     Column("title", Text, nullable=False, default=""),
     Column("source", Text, nullable=False, default=""),
     Column("content_hash", String(64), nullable=False),
+    Column("text_hash", String(64), nullable=False, default="", index=True),  # dedup: the text alone
     Column("version", String(32), nullable=False, default=""),
     Column("chunks", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),  # indexing | indexed
@@ -265,13 +266,13 @@ class MetadataStore:
                 out.update({r[0]: (r[1], r[2]) for r in rows})
         return out
 
-    def find_by_hash(self, kb_id: str, content_hash: str) -> str | None:
-        """The doc_id of an indexed document of this kb with exactly this content, if any."""
+    def find_by_text(self, kb_id: str, text_hash: str) -> str | None:
+        """The doc_id of an indexed document of this kb with exactly this text, if any."""
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(documents.c.doc_id).where(
                     documents.c.kb_id == kb_id,
-                    documents.c.content_hash == content_hash,
+                    documents.c.text_hash == text_hash,
                     documents.c.status == INDEXED,
                 )
             ).first()

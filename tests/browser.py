@@ -77,9 +77,9 @@ def live_server(app: Any, timeout: float = 30.0) -> Iterator[str]:
 
 
 @contextmanager
-def chromium_page(viewport: tuple[int, int] = (1280, 800)) -> Iterator[Any]:
-    """A fresh page in headless Chromium; console errors and page errors are collected in
-    ``page.errors`` (a list of strings) for the test to check."""
+def chromium_page(viewport: tuple[int, int] = (1280, 800)) -> Iterator[tuple[Any, list[str]]]:
+    """(page, errors): a fresh page in headless Chromium, and the console and page errors it
+    logs (strings), for the test to check."""
     executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -98,8 +98,7 @@ def chromium_page(viewport: tuple[int, int] = (1280, 800)) -> Iterator[Any]:
                 "console",
                 lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
             )
-            page.errors = errors  # type: ignore[attr-defined]
-            yield page
+            yield page, errors
             context.close()
         finally:
             browser.close()

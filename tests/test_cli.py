@@ -84,7 +84,7 @@ def test_eval_retrieval_and_qa_print_json_last(
     out, err = capsys.readouterr()
     result = _last_json(out)
     assert isinstance(result, dict)
-    assert set(result) == {"n", "recall@1", "recall@5", "recall@10", "mrr", "p50_ms", "p95_ms"}
+    assert set(result) == {"n", "mode", "recall@1", "recall@5", "recall@10", "mrr", "p50_ms", "p95_ms"}
     assert result["n"] == 3 and result["recall@1"] == 1.0 and result["mrr"] == 1.0
     assert "ingesting" in err and "3/3 questions" in err
 

@@ -20,33 +20,42 @@ from retrieval.metadata import INDEXED
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _doc(doc_id: str, text: str) -> Document:
+def _doc(doc_id: str, text: str, **meta: object) -> Document:
     return Document(
-        doc_id=doc_id, title=doc_id.upper(), text=text, source=doc_id, metadata={"format": "text"}
+        doc_id=doc_id, title=doc_id.upper(), text=text, source=doc_id, metadata={"format": "text", **meta}
     )
+
+
+def _count(svc: Services, kb: str, doc_id: str | None = None, **kw: str) -> int:
+    """Live chunks of a kb (by name) in the index."""
+    info = svc.metadata.get_kb(kb)
+    assert info is not None
+    return svc.store.count(info.id, doc_id=doc_id, kind="chunk", state=kw.get("state", "live"))
 
 
 def test_ingest_then_search(services: Services, demo_kb_dir: Path) -> None:
     report = services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
     assert report.indexed == report.documents >= 6 and not report.failures
-    assert services.store.count("demo") == report.chunks
+    assert _count(services, "demo") == report.chunks
     hits = services.retriever.search("demo", "When did Apollo 11 land on the Moon?", 3)
     assert hits[0].doc_id == "apollo-11.html"
-    assert hits[0].score > 0.5
+    assert hits[0].evidence_score > 0.5
+    assert set(hits[0].retrievers) == {"dense", "sparse"}  # hybrid by default: both found it
 
 
 def test_reingest_skips_unchanged_and_update_shrinks(services: Services) -> None:
     long_text = "\n\n".join(f"Paragraph {i}. " + "Bees make honey in hives. " * 30 for i in range(6))
     first = services.ingestor.ingest("kb", [_doc("a", long_text), _doc("b", "Short text about tea.")])
     assert first.indexed == 2
-    n_a = services.store.count("kb", "a")
+    n_a = _count(services, "kb", "a")
     assert n_a > 2
     again = services.ingestor.ingest("kb", [_doc("a", long_text), _doc("b", "Short text about tea.")])
     assert (again.indexed, again.unchanged, again.chunks) == (0, 2, 0)
     updated = services.ingestor.ingest("kb", [_doc("a", "Now a single short paragraph.")])
     assert updated.indexed == 1
-    assert services.store.count("kb", "a") == 1  # the old tail chunks are gone
-    assert services.store.count("kb") == 1 + services.store.count("kb", "b")
+    assert _count(services, "kb", "a") == 1  # the old version's chunks are gone
+    assert _count(services, "kb") == 1 + _count(services, "kb", "b")
+    assert _count(services, "kb", state="staged") == 0
 
 
 def test_failures_are_reported_and_the_rest_continue(services: Services) -> None:
@@ -96,14 +105,18 @@ def test_kill_9_mid_ingest_then_rerun_has_no_duplicates(tmp_path: Path, services
     assert json.loads(done.stdout.strip().splitlines()[-1])["unchanged"] >= 32
 
     expected = sum(
-        len(services.chunker.chunk("k", d))
+        len(services.chunker().chunk("k", d))
         for d in iter_documents([corpus], max_bytes=10**8)
         if isinstance(d, Document)
     )
     resumed = Services(Settings(data_dir=data), embedder=services.embedder)
     try:
-        assert resumed.metadata.count_documents("k", INDEXED) == 320
-        assert resumed.store.count("k") == expected
+        kb = resumed.metadata.get_kb("k")
+        assert kb is not None
+        assert resumed.metadata.count_documents(kb.id, INDEXED) == 320
+        assert _count(resumed, "k") == expected
+        # Staged points of the batch in flight at the kill were published by the re-run.
+        assert _count(resumed, "k", state="staged") == 0
     finally:
         resumed.close()
 
@@ -124,7 +137,7 @@ def test_changing_chunk_settings_reindexes(tmp_path: Path, services: Services) -
     try:
         assert first.ingestor.ingest("kb", [doc]).indexed == 1
         assert first.ingestor.ingest("kb", [doc]).unchanged == 1
-        before = first.store.count("kb")
+        before = _count(first, "kb")
     finally:
         first.close()
     second = Services(
@@ -132,6 +145,84 @@ def test_changing_chunk_settings_reindexes(tmp_path: Path, services: Services) -
     )
     try:
         assert second.ingestor.ingest("kb", [doc]).indexed == 1  # new settings: not "unchanged"
-        assert second.store.count("kb") > before
+        assert _count(second, "kb") > before
     finally:
         second.close()
+
+
+def test_duplicate_content_under_another_id_is_skipped(services: Services) -> None:
+    first = services.ingestor.ingest("kb", [_doc("a", "Tea leaves are withered, rolled and oxidised.")])
+    again = services.ingestor.ingest(
+        "kb", [_doc("copy-of-a", "Tea leaves are withered, rolled and oxidised.")]
+    )
+    assert first.indexed == 1 and again.indexed == 0 and again.duplicates == [("copy-of-a", "a")]
+    assert _count(services, "kb") == first.chunks
+
+
+def test_metadata_filters_and_modes(services: Services) -> None:
+    services.ingestor.ingest(
+        "kb",
+        [
+            _doc("pro", "The Pro plan costs 20 dollars a month and includes SSO.", product="pro"),
+            _doc("team", "The Team plan costs 50 dollars a month and includes SSO.", product="team"),
+        ],
+    )
+    only_team = services.retriever.search("kb", "plan price", 5, filters={"product": "team"})
+    assert [h.doc_id for h in only_team] == ["team"]
+    either = services.retriever.search("kb", "plan price", 5, filters={"product": ["team", "pro"]})
+    assert {h.doc_id for h in either} == {"pro", "team"}
+    assert either[0].metadata["product"] in {"pro", "team"}
+    sparse = services.retriever.search("kb", "SSO", 5, mode="sparse")
+    assert sparse and all(set(h.retrievers) == {"sparse"} for h in sparse)
+    dense = services.retriever.search("kb", "how much is the team subscription", 5, mode="dense")
+    assert dense[0].doc_id == "team" and set(dense[0].retrievers) == {"dense"}
+
+
+def test_faqs_return_the_stored_answer_verbatim(services: Services) -> None:
+    from retrieval.faq_records import make_record
+
+    answer = "Open Settings → Security and click “Reset password”."
+    record = make_record(
+        {"questions": ["How do I reset my password?", "I forgot my password"], "answer": answer}
+    )
+    report = services.ingestor.ingest_faqs(
+        "kb", [record, make_record({"question": "Where is my invoice?", "answer": "Billing."})]
+    )
+    assert report.indexed == 2 and report.chunks == 3  # one point per question variant
+    hits = services.retriever.search_faqs("kb", "can't remember my password", 3)
+    assert hits[0].doc_id == record.id and hits[0].answer == answer
+    assert services.retriever.search("kb", "password", 5) == []  # FAQs never come back as chunks
+    # An edit replaces the variants atomically: the old question no longer matches.
+    edited = make_record(
+        {"id": record.id, "questions": ["How do I change my e-mail?"], "answer": "Profile page."}
+    )
+    services.ingestor.ingest_faqs("kb", [edited])
+    kb = services.metadata.get_kb("kb")
+    assert kb is not None
+    assert services.store.count(kb.id, kind="faq", doc_id=record.id) == 1
+
+
+def test_staged_version_is_invisible_until_published(services: Services) -> None:
+    from dataclasses import replace
+
+    services.ingestor.ingest("kb", [_doc("a", "Version one talks about lighthouses.")])
+    kb = services.metadata.get_kb("kb")
+    assert kb is not None
+    doc = _doc("a", "Version two talks about submarines.")
+    chunk = replace(services.chunker().chunk(kb.id, doc)[0], kb=kb.id, version="v2")
+    vec = services.embedder.embed([chunk.embed_text], kind="document")[0].tolist()
+    from retrieval.vectorstores.base import IndexPoint
+
+    point = IndexPoint(
+        chunk.point_id,
+        vec,
+        services.sparse.encode_documents([chunk.embed_text])[0],
+        {**chunk.payload(), "kind": "chunk", "state": "staged"},
+    )
+    services.store.upsert([point])  # what a crash mid-ingest leaves behind
+    texts = [h.text for h in services.retriever.search("kb", "submarines", 5)]
+    assert texts == ["Version one talks about lighthouses."]
+    services.store.publish(kb.id, "chunk", "a", "v2")
+    assert [h.text for h in services.retriever.search("kb", "submarines", 5)] == [
+        "Version two talks about submarines."
+    ]

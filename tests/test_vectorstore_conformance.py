@@ -5,6 +5,7 @@ Dense vectors are tiny hand-made 4-d ones; sparse vectors are the real BM25 ones
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -94,7 +95,9 @@ def point(
 def add_live(store: VectorStore, *points: IndexPoint) -> None:
     """Write points staged and publish their versions, as the indexer does."""
     store.upsert(list(points))
-    for key in {(p.payload["kb"], p.payload["kind"], p.payload["doc_id"], p.payload["version"]) for p in points}:
+    for key in {
+        (p.payload["kb"], p.payload["kind"], p.payload["doc_id"], p.payload["version"]) for p in points
+    }:
         store.publish(*key)
 
 
@@ -144,7 +147,12 @@ def test_publish_replaces_the_old_version_at_once(store: VectorStore) -> None:
     store.upsert(new)
     # v2 is written beside v1 but not visible yet
     assert store.count("kb", kind="chunk", doc_id="d") == 5
-    assert sorted(texts(search(store, "text", E0))) == ["old text 0", "old text 1", "old text 2", "old text elsewhere"]
+    assert sorted(texts(search(store, "text", E0))) == [
+        "old text 0",
+        "old text 1",
+        "old text 2",
+        "old text elsewhere",
+    ]
 
     store.publish("kb", "chunk", "d", "v2")
     assert store.count("kb", kind="chunk", doc_id="d") == 2
@@ -160,6 +168,37 @@ def test_publish_replaces_the_old_version_at_once(store: VectorStore) -> None:
     assert store.count() == 5
 
 
+def test_readers_never_see_a_publish_half_done(store: VectorStore) -> None:
+    add_live(store, *[point("d", "solar v0", E0, version="v0", position=i) for i in range(3)])
+    seen: list[set[str]] = []
+    done = threading.Event()
+
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                hits = search(store, "solar", E0, k=10)
+                seen.append({h.payload["version"] for h in hits} | {f"n={len(hits)}"})
+        except BaseException as exc:  # surfaced below: a thread's exception would not fail the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(1, 8):
+            store.upsert([point("d", f"solar v{n}", E0, version=f"v{n}", position=i) for i in range(3)])
+            store.publish("kb", "chunk", "d", f"v{n}")
+    finally:
+        done.set()
+        thread.join()
+    assert not errors
+    assert seen and all(len(s) == 2 and "n=3" in s for s in seen), [
+        s for s in seen if len(s) != 2 or "n=3" not in s
+    ]
+    assert store.count() == 3
+
+
 def test_publish_is_idempotent(store: VectorStore) -> None:
     add_live(store, point("d", "solar power", E0))
     store.publish("kb", "chunk", "d", "v1")
@@ -167,8 +206,10 @@ def test_publish_is_idempotent(store: VectorStore) -> None:
 
 
 # --- retrievers ------------------------------------------------------------------------------------
-@pytest.fixture
-def corpus(store: VectorStore) -> VectorStore:
+@pytest.fixture(scope="module", params=BACKENDS)
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
+    """A read-only corpus, built once per backend."""
+    store = _open(str(request.param), tmp_path_factory.mktemp("corpus"))
     add_live(
         store,
         point("semantic", "photovoltaic cells turn light into electricity", [1.0, 0.05, 0, 0]),
@@ -176,7 +217,8 @@ def corpus(store: VectorStore) -> VectorStore:
         point("keyword", "zebra zebra herd on the savanna", [0.01, 0, 0.2, 1.0]),
         point("neither", "a recipe for apple pie", [0.05, 0.2, 1.0, 0]),
     )
-    return store
+    yield store
+    store.close()
 
 
 def _by_doc(hits: list[StoredHit]) -> dict[str, StoredHit]:
@@ -188,7 +230,9 @@ def test_dense_mode_ranks_by_the_dense_vector(corpus: VectorStore) -> None:
     assert [h.payload["doc_id"] for h in hits] == ["semantic", "both", "neither", "keyword"]
     assert hits[0].score == pytest.approx(0.99875, abs=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert [(set(h.retrievers), h.retrievers["dense"].rank) for h in hits] == [({"dense"}, i) for i in (1, 2, 3, 4)]
+    assert [(set(h.retrievers), h.retrievers["dense"].rank) for h in hits] == [
+        ({"dense"}, i) for i in (1, 2, 3, 4)
+    ]
     assert len(search(corpus, "zebra", E0, mode="dense", k=2)) == 2
 
 
@@ -257,16 +301,23 @@ def test_chinese_keywords_match(store: VectorStore) -> None:
 
 
 # --- filters and separation ------------------------------------------------------------------------
-@pytest.fixture
-def with_meta(store: VectorStore) -> VectorStore:
+@pytest.fixture(scope="module", params=BACKENDS)
+def with_meta(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VectorStore]:
+    """A read-only kb with metadata, built once per backend."""
+    store = _open(str(request.param), tmp_path_factory.mktemp("meta"))
     add_live(
         store,
-        point("pro", "pricing plans", E0, meta={"product": "pro", "year": 2024, "tags": ["billing", "sales"]}),
+        point(
+            "pro", "pricing plans", E0, meta={"product": "pro", "year": 2024, "tags": ["billing", "sales"]}
+        ),
         point("team", "pricing plans", E1, meta={"product": "team", "year": 2023, "tags": ["billing"]}),
         point("free", "pricing plans", E2, meta={"product": "free", "year": 2024}),
         point("none", "pricing plans", E3),
     )
-    return store
+    yield store
+    store.close()
 
 
 @pytest.mark.parametrize(
@@ -293,12 +344,21 @@ def test_metadata_filters(with_meta: VectorStore, filters: dict[str, Any], expec
 
 def test_boolean_metadata_filter(backend: str, store: VectorStore) -> None:
     if backend == "edge":
-        # qdrant-edge-py 0.9.0 turns MatchValue(True) into MatchValue(1): it matches the integer 1,
-        # never a JSON true
-        pytest.xfail("qdrant-edge-py MatchValue(True) matches the integer 1, not true")
-    add_live(store, point("yes", "faq entry", E0, meta={"public": True}), point("no", "faq entry", E1, meta={"public": False}))
+        # qdrant-edge-py 0.9.0 reads MatchValue(True) as MatchValue(1), which never matches a stored
+        # true: the Edge store refuses boolean filters with a clear error instead of finding nothing.
+        with pytest.raises(StoreError, match="true/false"):
+            search(store, "faq", E0, mode="dense", filters={"public": True})
+        return
+    add_live(
+        store,
+        point("yes", "faq entry", E0, meta={"public": True}),
+        point("no", "faq entry", E1, meta={"public": False}),
+    )
     assert texts(search(store, "faq", E0, mode="dense", filters={"public": True})) == ["faq entry"]
-    assert {h.payload["doc_id"] for h in search(store, "faq", E0, filters={"public": [True, False]})} == {"yes", "no"}
+    assert {h.payload["doc_id"] for h in search(store, "faq", E0, filters={"public": [True, False]})} == {
+        "yes",
+        "no",
+    }
 
 
 def test_kinds_are_kept_apart(store: VectorStore) -> None:
@@ -309,7 +369,9 @@ def test_kinds_are_kept_apart(store: VectorStore) -> None:
         point("f", "where is the invoice", E1, kind=FAQ),
     )
     for mode in MODES:
-        assert {h.payload["kind"] for h in search(store, "password invoice", E0, mode=mode, kind="chunk")} == {"chunk"}
+        assert {
+            h.payload["kind"] for h in search(store, "password invoice", E0, mode=mode, kind="chunk")
+        } == {"chunk"}
         faq = search(store, "password invoice", E0, mode=mode, kind=FAQ)
         assert {h.payload["kind"] for h in faq} == {FAQ} and len(faq) == 2
     assert store.count("kb", kind="chunk") == 1 and store.count("kb", kind=FAQ) == 2
@@ -402,7 +464,9 @@ def test_an_index_from_before_sparse_vectors_is_upgraded(backend: str, tmp_path:
         from qdrant_client import QdrantClient, models
 
         client = QdrantClient(path=str(tmp_path / "local"))
-        client.create_collection("t", vectors_config={DENSE: models.VectorParams(size=DIM, distance=models.Distance.COSINE)})
+        client.create_collection(
+            "t", vectors_config={DENSE: models.VectorParams(size=DIM, distance=models.Distance.COSINE)}
+        )
         client.close()
     s = _open(backend, tmp_path)
     try:
@@ -416,7 +480,12 @@ def test_both_backends_give_the_same_answers(tmp_path: Path) -> None:
     stores = [_open(b, tmp_path) for b in BACKENDS]
     words = ["solar", "zebra", "pie", "river", "engine", "cloud"]
     points = [
-        point(f"d{i}", f"{words[i % 6]} {words[(i * 5 + 1) % 6]} " + "filler " * i, [(i % 4) / 3 + 0.1, (i * 3 % 7) / 7, (i % 3) / 3, (i % 5) / 5], position=i)
+        point(
+            f"d{i}",
+            f"{words[i % 6]} {words[(i * 5 + 1) % 6]} " + "filler " * i,
+            [(i % 4) / 3 + 0.1, (i * 3 % 7) / 7, (i % 3) / 3, (i % 5) / 5],
+            position=i,
+        )
         for i in range(14)
     ]
     try:
@@ -424,7 +493,9 @@ def test_both_backends_give_the_same_answers(tmp_path: Path) -> None:
             add_live(s, *points)
         for mode in MODES:
             for text in ("zebra solar", "pie", "cloud engine river"):
-                edge, local = (search(s, text, [0.2, 0.9, 0.1, 0.3], mode=mode, k=6, candidates=8) for s in stores)
+                edge, local = (
+                    search(s, text, [0.2, 0.9, 0.1, 0.3], mode=mode, k=6, candidates=8) for s in stores
+                )
                 # same hits, scores and retriever ranks; hits of equal fused score (the two rank-1
                 # hits of the two retrievers) may come in either order
                 assert [h.score for h in edge] == pytest.approx([h.score for h in local], rel=1e-4)
@@ -436,5 +507,6 @@ def test_both_backends_give_the_same_answers(tmp_path: Path) -> None:
 
 def _summary(hits: list[StoredHit]) -> dict[str, Any]:
     return {
-        h.id: (round(h.score, 5), {n: r.rank for n, r in h.retrievers.items()}, h.payload["doc_id"]) for h in hits
+        h.id: (round(h.score, 5), {n: r.rank for n, r in h.retrievers.items()}, h.payload["doc_id"])
+        for h in hits
     }

@@ -93,8 +93,8 @@ def _filters(raw: dict[str, Any]) -> dict[str, Any]:
         if not META_KEY.match(key):
             raise RequestError(f"invalid filter key {key!r}: letters, digits, '_' or '-'")
         values = value if isinstance(value, list) else [value]
-        if not values or not all(isinstance(v, (str, int, bool)) for v in values):
-            raise RequestError(f"filter {key!r} must be a string, integer or boolean, or a list of them")
+        if not values or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise RequestError(f"filter {key!r} must be a string or an integer, or a list of them")
     return raw
 
 
@@ -367,7 +367,7 @@ def _hit_view(hit: Any) -> dict[str, Any]:
         "text": hit.text,
         "context": hit.context,
         "score": round(hit.score, 5),
-        "relevance": round(hit.relevance, 4),
+        "relevance": round(hit.evidence_score, 4),
         "retrievers": hit.retrievers,
         "metadata": hit.metadata,
     }
@@ -395,7 +395,7 @@ def hit_test(kb: str, body: SearchBody, services: ServicesDep, who: PrincipalDep
                 "question": h.text,
                 "answer": h.answer,
                 "score": round(h.score, 5),
-                "relevance": round(h.relevance, 4),
+                "relevance": round(h.evidence_score, 4),
                 "retrievers": h.retrievers,
             }
             for h in faq_hits

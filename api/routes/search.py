@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api import qa
+from api.auth import PrincipalDep
 from api.deps import ServicesDep
 from api.errors import classify, error_body
 from api.schemas import AnswerRequest, AnswerResponse, ErrorResponse
@@ -16,6 +17,8 @@ from retrieval.errors import RagnetError
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
+    403: {"model": ErrorResponse, "description": "The key may not use this knowledge base"},
     404: {"model": ErrorResponse, "description": "Unknown knowledge base"},
     422: {"model": ErrorResponse, "description": "Empty, oversized or malformed request"},
     503: {"model": ErrorResponse, "description": "Model not prepared or index unavailable"},
@@ -27,8 +30,9 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 
 @router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)
-def search_answer(body: AnswerRequest, services: ServicesDep) -> Any:
+def search_answer(body: AnswerRequest, services: ServicesDep, who: PrincipalDep) -> Any:
     """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
+    who.check(body.kb)
     if not body.stream:
         return qa.answer(services, body.kb, body.question, body.top_k)
 

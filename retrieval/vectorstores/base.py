@@ -35,8 +35,7 @@ MODES: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
 Scalar = str | int | bool
 Filters = Mapping[str, Scalar | Sequence[Scalar]]
 
-#: Reciprocal-rank-fusion constant (the usual 60 flattens rank differences too much for 2 lists
-#: of a few dozen candidates; measured in the README's hybrid table).
+#: Reciprocal-rank-fusion constant: the usual 60 (the README's retrieval table measures hybrid).
 RRF_K = 60
 
 

@@ -85,9 +85,17 @@ class EdgeVectorStore:
     # --- filters ---------------------------------------------------------------------------
     def _match(self, key: str, value: Any) -> Any:
         qe = self._qe
-        if isinstance(value, (list, tuple)):
-            return qe.FieldCondition(key=key, match=qe.MatchAny([v for v in value]))
-        return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) for v in values):
+            # qdrant-edge 0.9 turns MatchValue(True) into 1, which never matches a stored true.
+            raise StoreError(
+                f"filter {key!r}: true/false filters are not supported; store and filter strings"
+            )
+        if not isinstance(value, (list, tuple)):
+            return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+        if all(isinstance(v, str) for v in values) or all(isinstance(v, int) for v in values):
+            return qe.FieldCondition(key=key, match=qe.MatchAny(values))
+        return qe.Filter(should=[qe.FieldCondition(key=key, match=qe.MatchValue(v)) for v in values])
 
     def _filter(
         self, fields: dict[str, Any], meta: Filters | None = None, not_version: str | None = None
@@ -188,7 +196,8 @@ class EdgeVectorStore:
         state: str | None = None,
     ) -> int:
         flt = self._filter({"kb": kb, "kind": kind, "doc_id": doc_id, "state": state})
-        return int(self._shard.count(self._qe.CountRequest(exact=True, filter=flt)))
+        with self._lock:
+            return int(self._shard.count(self._qe.CountRequest(exact=True, filter=flt)))
 
     def close(self) -> None:
         with self._lock:

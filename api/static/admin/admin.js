@@ -59,6 +59,15 @@ function say(message) {
   if (message) statusTimer = setTimeout(() => ($("#status").textContent = ""), 8000);
 }
 
+// Each list has a request counter: a response that a newer request has overtaken is dropped,
+// so a slow old answer never paints over a fresh one.
+const requestSeq = {};
+function nextRequest(name) {
+  requestSeq[name] = (requestSeq[name] || 0) + 1;
+  const seq = requestSeq[name];
+  return () => requestSeq[name] === seq;
+}
+
 /** Run an async action, sending any failure to the error banner. */
 async function guard(fn) {
   try {
@@ -78,13 +87,24 @@ function onSubmit(form, fn) {
   });
 }
 
-function confirmDialog(text, okLabel = "Delete") {
+function confirmDialog(title, text, okLabel = "Delete") {
   const dialog = $("#confirm-dialog");
+  const form = $("form", dialog);
+  $("#confirm-title").textContent = title;
   $("#confirm-text").textContent = text;
   $("#confirm-ok").textContent = okLabel;
-  dialog.returnValue = "";
+  // Settled by this dialog's own button or Escape (not by a "close" event, which arrives later
+  // and could belong to the previous confirmation).
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    const finish = (ok) => {
+      form.removeEventListener("submit", onButton);
+      dialog.removeEventListener("cancel", onEscape);
+      resolve(ok);
+    };
+    const onButton = (event) => finish(Boolean(event.submitter && event.submitter.value === "ok"));
+    const onEscape = () => finish(false);
+    form.addEventListener("submit", onButton);
+    dialog.addEventListener("cancel", onEscape);
     dialog.showModal();
   });
 }
@@ -194,7 +214,9 @@ function setKb(name) {
 }
 
 async function loadKbs() {
+  const current = nextRequest("kbs");
   const body = await api("GET", "/v1/kbs");
+  if (!current()) return;
   state.kbs = Array.isArray(body && body.kbs) ? body.kbs : [];
   renderKbSelect();
   renderKbTable();
@@ -225,7 +247,7 @@ function renderKbTable() {
         h("td", { class: "num", testid: "kb-row-documents" }, fmtNum(kb.documents)),
         h("td", { class: "num", testid: "kb-row-chunks" }, fmtNum(kb.chunks)),
         h("td", { class: "num", testid: "kb-row-faqs" }, fmtNum(kb.faqs)),
-        h("td", { class: "nowrap" }, fmtDate(kb.created_at)),
+        h("td", { class: "date" }, fmtDate(kb.created_at)),
         h(
           "td",
           { class: "row-actions" },
@@ -325,6 +347,7 @@ function openKbEdit(kb) {
 
 async function deleteKb(kb) {
   const ok = await confirmDialog(
+    "Delete knowledge base?",
     `Delete the knowledge base “${kb.name}” with its ${plural(kb.documents || 0, "document")}, ` +
       `${plural(kb.chunks || 0, "chunk")} and ${plural(kb.faqs || 0, "FAQ")}? This cannot be undone.`,
   );
@@ -342,8 +365,9 @@ async function deleteKb(kb) {
 async function loadDocs() {
   const kb = state.kb;
   if (!kb) return;
+  const current = nextRequest("docs");
   const body = await api("GET", `/v1/kbs/${seg(kb)}/documents`, { query: { offset: state.docsOffset, limit: PAGE } });
-  if (kb !== state.kb) return; // switched while loading
+  if (kb !== state.kb || !current()) return; // switched, or overtaken, while loading
   const docs = Array.isArray(body && body.documents) ? body.documents : [];
   const total = typeof body.total === "number" ? body.total : docs.length;
   if (!docs.length && total > 0 && state.docsOffset > 0) {
@@ -363,7 +387,7 @@ async function loadDocs() {
         h("td", { class: "num", testid: "doc-chunks" }, fmtNum(doc.chunks)),
         h("td", {}, doc.status ? h("span", { class: `badge badge-${doc.status}` }, doc.status) : ""),
         h("td", {}, h("code", { class: "meta" }, fmtJson(doc.metadata))),
-        h("td", { class: "nowrap" }, fmtDate(doc.updated_at)),
+        h("td", { class: "date" }, fmtDate(doc.updated_at)),
         h(
           "td",
           { class: "row-actions" },
@@ -386,6 +410,7 @@ async function loadDocs() {
 
 async function deleteDoc(kb, doc) {
   const ok = await confirmDialog(
+    "Delete document?",
     `Delete “${doc.title || doc.doc_id}” (${plural(doc.chunks || 0, "chunk")}) from “${kb}”?`,
   );
   if (!ok) return;
@@ -446,6 +471,9 @@ async function sendWithProgress({ path, formData, box, bar, text, abortButton, j
   let body;
   try {
     body = await promise;
+  } catch (err) {
+    box.hidden = true;
+    throw err;
   } finally {
     if (abortButton) abortButton.hidden = true;
   }
@@ -522,8 +550,9 @@ function wireDocs() {
 async function loadFaqs() {
   const kb = state.kb;
   if (!kb) return;
+  const current = nextRequest("faqs");
   const body = await api("GET", `/v1/kbs/${seg(kb)}/faqs`, { query: { offset: state.faqsOffset, limit: PAGE } });
-  if (kb !== state.kb) return;
+  if (kb !== state.kb || !current()) return;
   const faqs = Array.isArray(body && body.faqs) ? body.faqs : [];
   const total = typeof body.total === "number" ? body.total : faqs.length;
   if (!faqs.length && total > 0 && state.faqsOffset > 0) {
@@ -583,7 +612,7 @@ function editFaq(faq) {
 
 async function deleteFaq(kb, faq) {
   const first = (faq.questions || [])[0] || faq.id;
-  const ok = await confirmDialog(`Delete the FAQ “${first}”?`);
+  const ok = await confirmDialog("Delete FAQ?", `Delete the FAQ “${first}”?`);
   if (!ok) return;
   await guard(async () => {
     await api("DELETE", `/v1/kbs/${seg(kb)}/faqs/${seg(faq.id)}`);
@@ -674,8 +703,9 @@ async function loadJobs() {
   clearTimeout(state.jobsTimer);
   const kb = state.kb;
   if (!kb) return;
+  const current = nextRequest("jobs");
   const body = await api("GET", "/v1/jobs", { query: { kb } });
-  if (kb !== state.kb || state.tab !== "jobs") return;
+  if (kb !== state.kb || state.tab !== "jobs" || !current()) return;
   const jobs = Array.isArray(body && body.jobs) ? [...body.jobs] : [];
   jobs.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   $("#jobs-empty").hidden = jobs.length > 0;
@@ -754,7 +784,7 @@ function renderResults(body, { query, mode }) {
       `${plural(hits.length, "hit")}` +
         (faqs.length ? `, ${plural(faqs.length, "FAQ match")}` + "" : "") +
         ` · ${body.mode || mode}` +
-        (typeof body.took_ms === "number" ? ` · ${fmtScore(body.took_ms)} ms` : ""),
+        (typeof body.took_ms === "number" ? ` · ${Math.round(body.took_ms)} ms` : ""),
     ),
   );
   if (faqs.length) {
@@ -847,8 +877,9 @@ function wireSearch() {
     }
     const mode = $("#search-mode").value;
     const payload = { query, mode, k, filters: filters.value, faqs: $("#search-faqs").checked };
+    const current = nextRequest("search");
     const body = await api("POST", `/v1/kbs/${seg(kb)}/search`, { json: payload });
-    if (kb !== state.kb) return;
+    if (kb !== state.kb || !current()) return;
     renderResults(body || {}, { query, mode: (body && body.mode) || mode });
   });
 }

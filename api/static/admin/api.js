@@ -81,7 +81,7 @@ export function errorFrom(status, text) {
     const what = currentKey()
       ? "The API key saved here was refused"
       : "This server requires an API key";
-    message = `${what} (HTTP ${status}: ${message}). Enter a valid key in the “API key” field at the top and press Save.`;
+    message = `${what}: enter a valid key in the “API key” field at the top and press Save. (HTTP ${status}: ${message})`;
   } else if (status === 413 && code === `http_${status}`) {
     message = `Too large: ${message}`;
   }

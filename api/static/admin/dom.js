@@ -87,9 +87,15 @@ export function fieldError(field, errorEl, message) {
   else field.removeAttribute("aria-invalid");
 }
 
-/** Wrap each occurrence of the query's words (3+ characters) in <mark>. */
+// Words too common to be worth highlighting.
+const STOP = new Set(
+  "about also and are because been but can could does for from had has have how into its not of off our she that the their them then there these they this those was were what when where which while who why will with would you your".split(" "),
+);
+
+/** Wrap each occurrence of the query's words (3+ characters, not stop words) in <mark>. */
 export function highlight(text, query) {
-  const words = [...new Set((query || "").toLowerCase().match(/[\p{L}\p{N}]{3,}/gu) || [])];
+  const found = (query || "").toLowerCase().match(/[\p{L}\p{N}]{3,}/gu) || [];
+  const words = [...new Set(found.filter((w) => !STOP.has(w)))];
   const frag = document.createDocumentFragment();
   if (!words.length || !text) {
     frag.append(text || "");
