@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# `make run` serves in the explicit local no-auth mode (loopback only). For API keys:
+# `make run AUTH=keys` after `.venv/bin/ragnet keys create --name admin --role admin`.
+AUTH   ?= none
 
 # Offline and quiet at run time (see DESIGN.md "Facts that bite").
 export OMP_WAIT_POLICY := PASSIVE
@@ -16,7 +19,7 @@ export VLLM_NO_USAGE_STATS := 1
 export VLLM_HOST_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint demo clean-data
+.PHONY: install run test lint demo clean-data browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,11 +33,18 @@ install: $(STAMP)
 run: install
 	$(BIN)/ragnet models prepare
 	$(BIN)/ragnet ingest --kb demo demo/kb
-	$(BIN)/ragnet serve --host $(HOST) --port $(PORT)
+	@echo "ragnet: admin page http://$(HOST):$(PORT)/admin  (auth: $(AUTH); API keys: ragnet keys create --role admin)"
+	RAGNET_AUTH=$(AUTH) $(BIN)/ragnet serve --host $(HOST) --port $(PORT)
 
 ## test: install and run the whole suite (hermetic: no network, temp folders, tiny models)
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+## browser: Debian's headless Chromium for the admin page's end-to-end test (no browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the admin e2e test needs it)"; fi; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -197,10 +197,23 @@ class JobRunner:
                 self._set(job.id, status=FAILED, message=f"failed: {exc}")
 
     def _next(self) -> Any:
-        with self._metadata.connect() as conn:
-            return conn.execute(
-                select(jobs).where(jobs.c.status == QUEUED).order_by(jobs.c.created_at).limit(1)
-            ).first()
+        """Claim the oldest queued job: the conditional update makes the claim atomic, so several
+        API processes sharing one database never run a job twice."""
+        while True:
+            with self._metadata.connect() as conn:
+                row = conn.execute(
+                    select(jobs).where(jobs.c.status == QUEUED).order_by(jobs.c.created_at).limit(1)
+                ).first()
+            if row is None:
+                return None
+            with self._metadata.begin() as conn:
+                claimed = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == row.id, jobs.c.status == QUEUED)
+                    .values(status=RUNNING, updated_at=now())
+                )
+            if claimed.rowcount == 1:
+                return row
 
     def _set(self, job_id: str, **values: Any) -> None:
         with self._metadata.begin() as conn:
@@ -216,7 +229,6 @@ class JobRunner:
         if kb is None:
             self._set(job.id, status=FAILED, message="the knowledge base was deleted")
             return
-        self._set(job.id, status=RUNNING)
         failures: list[dict[str, str]] = list(job.failures or [])
         items = [StagedFile(**item) for item in job.items]
         cursor = job.cursor

@@ -15,7 +15,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.services import Services
 
-BEES = b"# Honeybees\n\nHoneybees perform a waggle dance to tell the hive where flowers are.\n\n## Hives\n\nA strong hive holds about 50,000 worker bees in summer.\n"
+BEES = (
+    b"# Honeybees\n\nHoneybees perform a waggle dance to tell the hive where flowers are.\n\n"
+    b"## Hives\n\nA strong hive holds about 50,000 worker bees in summer.\n"
+)
 TEA = b"Tea processing\n\nGreen tea leaves are steamed or pan-fired right after picking to stop oxidation.\n"
 
 

@@ -295,7 +295,7 @@ def create_faq(kb: str, body: FaqBody, services: ServicesDep, who: PrincipalDep)
     return _put_faq(services, kb, body, None)
 
 
-@router.put("/kbs/{kb}/faqs/{faq_id}", responses=_ERR)
+@router.put("/kbs/{kb}/faqs/{faq_id:path}", responses=_ERR)
 def update_faq(
     kb: str, faq_id: str, body: FaqBody, services: ServicesDep, who: PrincipalDep
 ) -> dict[str, Any]:
@@ -303,7 +303,7 @@ def update_faq(
     return _put_faq(services, kb, body, faq_id)
 
 
-@router.delete("/kbs/{kb}/faqs/{faq_id}", status_code=204, responses=_ERR)
+@router.delete("/kbs/{kb}/faqs/{faq_id:path}", status_code=204, responses=_ERR)
 def delete_faq(kb: str, faq_id: str, services: ServicesDep, who: PrincipalDep) -> Response:
     who.check(kb, write=True)
     services.knowledge.delete_faq(kb, faq_id)

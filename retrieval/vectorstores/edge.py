@@ -199,6 +199,11 @@ class EdgeVectorStore:
         with self._lock:
             return int(self._shard.count(self._qe.CountRequest(exact=True, filter=flt)))
 
+    def optimize(self) -> None:
+        """Merge segments and build the HNSW index now (Qdrant also does it as data grows)."""
+        with self._lock:
+            self._shard.optimize()
+
     def close(self) -> None:
         with self._lock:
             if self._shard is not None:
