@@ -133,7 +133,12 @@ class Services:
         return self._once(
             "retriever",
             lambda: Retriever(
-                self.store, self.embedder, self.sparse, self.metadata, default_mode=s.search_mode
+                self.store,
+                self.embedder,
+                self.sparse,
+                self.metadata,
+                default_mode=s.search_mode,
+                faq_mode=s.faq_search_mode,
             ),
         )
 
@@ -154,7 +159,7 @@ class Services:
         return SearchContext(
             search=self.retriever.search,
             generator=self.generator,
-            score_threshold=s.score_threshold,
+            score_threshold=s.evidence_threshold(self.embedder.name),
             max_tokens=s.max_new_tokens,
             temperature=s.temperature,
             repetition_penalty=s.repetition_penalty,

@@ -24,6 +24,22 @@ CONFIG_ENV = "RAGNET_CONFIG"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+# Evidence thresholds measured per embedder (README, "Evidence threshold"): the best hit's cosine
+# score of in-domain rc/xquad_en questions against 300 off-topic ones.
+EVIDENCE_THRESHOLDS: dict[str, float] = {"multilingual-e5-small": 0.80, "all-MiniLM-L6-v2": 0.30}
+#: For an embedder nobody measured (RAGNET_EMBEDDER_PATH): MiniLM's, the lower one; set
+#: RAGNET_SCORE_THRESHOLD after measuring (README, "Evidence threshold").
+UNMEASURED_EVIDENCE_THRESHOLD = 0.30
+
+
+def evidence_threshold_for(embedder_name: str) -> float:
+    """The measured threshold of a known embedder (``name`` may carry a ``-int8`` suffix)."""
+    for known, threshold in EVIDENCE_THRESHOLDS.items():
+        if embedder_name == known or embedder_name.startswith(known + "-"):
+            return threshold
+    return UNMEASURED_EVIDENCE_THRESHOLD
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGNET_", extra="forbid", validate_default=True)
 
@@ -91,6 +107,11 @@ class Settings(BaseSettings):
         description="Retrieval for answers and hit testing: dense vectors, BM25 keywords, or both fused "
         "with reciprocal-rank fusion (README, Benchmarks / Retrieval: hybrid is best or equal on every set).",
     )
+    faq_search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="dense",
+        description="FAQ matching: on faq/covid_faq_en dense top1 0.669 beats hybrid 0.645 and BM25 0.558 "
+        "(README): paraphrased questions share few words with the stored ones.",
+    )
     chunking: Literal["heading", "fixed", "parent_child"] = Field(
         default="heading",
         description="Chunking of a new knowledge base unless it names its own: by heading/paragraph, "
@@ -105,10 +126,13 @@ class Settings(BaseSettings):
         description="Chunks given to the generator as sources; the 0.5B model loses the answer among "
         "more (README, Benchmarks / Question answering).",
     )
-    score_threshold: float = Field(
-        default=0.3,
+    score_threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
         description="Cosine score below which a hit is not evidence; no evidence -> base-model fallback "
-        "(grounded=false). 0.3 keeps 99% of rc/xquad_en questions, rejects 72% of off-topic ones (README).",
+        "(grounded=false). Default: the embedder's measured threshold (EVIDENCE_THRESHOLDS, README): "
+        "e5 scores everything high, so its cut sits at 0.80 where MiniLM's sits at 0.30.",
     )
     max_new_tokens: int = Field(default=192, ge=1, le=4096)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
@@ -186,3 +210,9 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ragnet.db').resolve()}"
+
+    def evidence_threshold(self, embedder_name: str) -> float:
+        """``score_threshold`` if set, else the threshold measured for the embedder in use."""
+        if self.score_threshold is not None:
+            return self.score_threshold
+        return evidence_threshold_for(embedder_name)

@@ -9,7 +9,9 @@ sparse index see. Queries are real questions, embedded per query as in productio
 
     .venv/bin/python bench/search_100k.py --data ../shared/data [--points 100000] [--queries 300]
 
-Prints one JSON object on its last line: build time and p50/p95 latency per mode (ms).
+Uses the embedder the settings name (prepared under ``RAGNET_DATA_DIR`` by `ragnet models prepare`);
+the 100k-point index itself is built in a temporary folder. Prints one JSON object on its last line:
+build time and p50/p95 latency per mode (ms).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def main() -> int:
     questions = questions[: args.queries]
 
     with tempfile.TemporaryDirectory() as tmp:
-        services = Services(Settings(data_dir=Path(tmp) / "data"))
+        # The configured embedder (RAGNET_DATA_DIR's prepared models); the index lives in ``tmp``.
+        services = Services(Settings())
         embedder, sparse = services.embedder, services.sparse
         t0 = time.perf_counter()
         dense = embedder.embed(passages, kind="document")

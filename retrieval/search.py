@@ -53,6 +53,7 @@ class Retriever:
         metadata: MetadataStore,
         *,
         default_mode: Mode = "hybrid",
+        faq_mode: Mode = "dense",
         reranker: Reranker | None = None,
     ) -> None:
         self._store = store
@@ -60,6 +61,7 @@ class Retriever:
         self._sparse = sparse
         self._metadata = metadata
         self.default_mode: Mode = default_mode
+        self.faq_mode: Mode = faq_mode
         self._reranker = reranker or KeepOrder()
 
     def kb(self, name: str) -> KnowledgeBaseInfo:
@@ -78,7 +80,7 @@ class Retriever:
         self, kb: str, query: str, k: int, *, mode: Mode | None = None, filters: Filters | None = None
     ) -> list[Hit]:
         """The ``k`` best FAQs (one hit per FAQ, its best-matching question variant)."""
-        hits = self._search(kb, query, k * 3, FAQ, mode or self.default_mode, filters or {})
+        hits = self._search(kb, query, k * 3, FAQ, mode or self.faq_mode, filters or {})
         best: dict[str, Hit] = {}
         for hit in hits:
             best.setdefault(hit.doc_id, hit)

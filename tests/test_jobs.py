@@ -131,13 +131,14 @@ def test_kill_9_during_a_job_then_restart_resumes(tmp_path: Path, services: Serv
         from api.services import Services
         from api.settings import Settings
         from tests.test_jobs import _submit
-        svc = Services(Settings(data_dir=Path({str(data)!r}), auth="none"))
+        svc = Services(Settings(data_dir=Path({str(data)!r}), auth="none", embedder="all-MiniLM-L6-v2"))
         _submit(svc, "kb", [Path(p) for p in {[str(p) for p in paths]!r}])
         svc.jobs.start()
         time.sleep(600)
         """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGNET_")}
+    env["RAGNET_EMBEDDER"] = "all-MiniLM-L6-v2"  # the fixtures' embedder
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while _indexed(data / "ragnet.db") < 40 and time.monotonic() < deadline and proc.poll() is None:
@@ -147,7 +148,9 @@ def test_kill_9_during_a_job_then_restart_resumes(tmp_path: Path, services: Serv
     before = _indexed(data / "ragnet.db")
     assert 0 < before < 240, "the job finished (or never started) before the kill"
 
-    resumed = Services(Settings(data_dir=data, auth="none"), embedder=services.embedder)
+    resumed = Services(
+        Settings(data_dir=data, auth="none", embedder="all-MiniLM-L6-v2"), embedder=services.embedder
+    )
     try:
         (job,) = resumed.jobs.list()
         assert job["status"] == "running"  # as the crash left it

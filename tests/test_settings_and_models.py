@@ -31,6 +31,16 @@ def test_env_and_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert s.sqlalchemy_url == "sqlite:////srv/ragnet/ragnet.db"
 
 
+def test_evidence_threshold_follows_the_embedder_unless_set() -> None:
+    # multilingual-e5-small scores everything high, MiniLM does not; an unknown model gets the lower one
+    assert Settings().evidence_threshold("multilingual-e5-small-int8") == 0.80
+    assert Settings().evidence_threshold("all-MiniLM-L6-v2") == 0.30
+    assert Settings().evidence_threshold("my-finetuned-bge") == 0.30
+    assert Settings(score_threshold=0.5).evidence_threshold("multilingual-e5-small") == 0.5
+    with pytest.raises(ValidationError):
+        Settings(score_threshold=1.5)
+
+
 def test_contradictions_and_typos_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="RAGNET_VECTOR_STORE=qdrant"):
         Settings(qdrant_url="http://localhost:6333")

@@ -129,7 +129,7 @@ def eval_faq(
     ms = [s * 1000 for s in seconds]
     return {
         "n": len(items),
-        "mode": mode or services.retriever.default_mode,
+        "mode": mode or services.retriever.faq_mode,
         **means,
         "p50_ms": round(metrics.percentile(ms, 50), 2),
     }

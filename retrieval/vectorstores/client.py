@@ -53,17 +53,24 @@ UPSERT_BATCH = 256
 
 
 class _ReadWriteLock:
-    """Many searches at once, writes (and the two steps of a publish) alone."""
+    """Many searches at once, writes (and the two steps of a publish) alone.
+
+    Fair to writers: writers are served in arrival order (tickets), and once one waits, new readers
+    wait behind it, so a steady stream of searches cannot starve an ingestion (it did: the releasing
+    thread re-acquired before the waiting writer woke).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._next_ticket = 0  # writers that asked
+        self._serving = 0  # writers that were let in
 
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writer:
+            while self._writer or self._next_ticket != self._serving:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -77,7 +84,9 @@ class _ReadWriteLock:
     @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
-            while self._writer or self._readers:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._writer or self._readers or ticket != self._serving:
                 self._cond.wait()
             self._writer = True
         try:
@@ -85,6 +94,7 @@ class _ReadWriteLock:
         finally:
             with self._cond:
                 self._writer = False
+                self._serving += 1
                 self._cond.notify_all()
 
 
