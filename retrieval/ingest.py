@@ -100,6 +100,7 @@ class Ingestor:
         self._chunker_for = chunker_for
         self._metadata = metadata
         self._signature = signature
+        self.points_written = 0  # by this ingestor, ever: tells a run whether to optimise
 
     def _hash(self, content: str) -> str:
         return hashlib.sha256(f"{self._signature}\x00{content}".encode()).hexdigest()
@@ -125,6 +126,7 @@ class Ingestor:
         kb = self._kb(kb)
         report = IngestReport(kb=kb.name)
         started = time.perf_counter()
+        written = self.points_written
         batch: dict[str, Document] = {}
 
         def flush() -> None:
@@ -147,6 +149,7 @@ class Ingestor:
                 flush()
         if batch and not report.cancelled:
             flush()
+        self._optimize_if_written(written)
         report.seconds = time.perf_counter() - started
         if progress:
             progress(report)
@@ -205,9 +208,15 @@ class Ingestor:
         report.indexed += len(todo)
         report.chunks += len(chunks)
 
+    def _optimize_if_written(self, before: int) -> None:
+        """Index what this run wrote (Edge searches unindexed points by brute force)."""
+        if self.points_written > before:
+            self._store.optimize()
+
     def _write(self, items: Sequence[tuple[str, str, dict[str, Any]]], kind: str = "document") -> None:
         if not items:
             return
+        self.points_written += len(items)
         texts = [text for _, text, _ in items]
         dense = self._embedder.embed(texts, kind="query" if kind == "query" else "document")
         sparse = self._sparse.encode_documents(texts)
@@ -244,6 +253,7 @@ class Ingestor:
         kb = self._kb(kb)
         report = IngestReport(kb=kb.name)
         started = time.perf_counter()
+        written = self.points_written
         batch: list[FaqRecord] = []
         for item in records:
             if cancelled is not None and cancelled():
@@ -262,6 +272,7 @@ class Ingestor:
                     progress(report)
         if batch and not report.cancelled:
             self._faq_batch(kb, batch, report)
+        self._optimize_if_written(written)
         report.seconds = time.perf_counter() - started
         if progress:
             progress(report)

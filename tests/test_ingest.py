@@ -227,3 +227,31 @@ def test_staged_version_is_invisible_until_published(services: Services) -> None
     assert [h.text for h in services.retriever.search("kb", "submarines", 5)] == [
         "Version two talks about submarines."
     ]
+
+
+def test_an_ingestion_that_writes_optimises_the_store(tmp_path: Path, services: Services) -> None:
+    """Edge searches unindexed points by brute force (100k chunks: hybrid p95 126 ms instead of
+    42 ms), so a run that wrote points ends by optimising; one that wrote nothing does not."""
+    from retrieval.faq_records import make_record
+    from retrieval.vectorstores.edge import EdgeVectorStore
+
+    class CountingEdge(EdgeVectorStore):
+        optimized = 0
+
+        def optimize(self) -> None:
+            CountingEdge.optimized += 1
+            super().optimize()
+
+    store = CountingEdge(tmp_path / "edge", services.embedder.dim)
+    svc = Services(Settings(data_dir=tmp_path / "d"), embedder=services.embedder, store=store)
+    try:
+        docs = [_doc("a", "Bees make honey."), _doc("b", "Tea grows in Assam.")]
+        svc.ingestor.ingest("kb", docs)
+        assert CountingEdge.optimized == 1
+        svc.ingestor.ingest("kb", docs)  # unchanged: nothing written
+        assert CountingEdge.optimized == 1
+        svc.ingestor.ingest_faqs("kb", [make_record({"question": "Do bees sting?", "answer": "Some."})])
+        assert CountingEdge.optimized == 2
+        assert svc.retriever.search("kb", "honey", 1)[0].doc_id == "a"
+    finally:
+        svc.close()

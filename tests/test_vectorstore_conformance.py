@@ -205,6 +205,16 @@ def test_publish_is_idempotent(store: VectorStore) -> None:
     assert store.count("kb", state=LIVE) == 1
 
 
+def test_optimize_keeps_every_live_point_searchable(store: VectorStore) -> None:
+    """Ingestion optimises after it writes: the index build must not change what search finds."""
+    add_live(store, point("a", "solar power", E0), point("b", "wind power", E1))
+    before = {mode: texts(search(store, "solar", E0, mode=mode)) for mode in MODES}
+    store.optimize()
+    store.optimize()  # nothing left to do: still fine
+    assert {mode: texts(search(store, "solar", E0, mode=mode)) for mode in MODES} == before
+    assert store.count("kb", state=LIVE) == 2
+
+
 # --- retrievers ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=BACKENDS)
 def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:

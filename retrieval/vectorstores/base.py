@@ -112,6 +112,11 @@ class VectorStore(Protocol):
     ) -> int:
         """Exact number of points matching every given field."""
 
+    def optimize(self) -> None:
+        """Build the search indexes for what was written (HNSW, segment merges, vacuum). Qdrant Edge
+        does it only when asked, and until then searches new points by brute force; a Qdrant server
+        does it in the background. Cheap when there is nothing to do."""
+
     def close(self) -> None:
         """Flush and release the store (and its folder lock)."""
 

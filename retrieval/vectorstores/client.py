@@ -335,6 +335,9 @@ class QdrantClientVectorStore:
         # local mode is plain Python objects: its reads are kept apart from each other too
         return self._lock.read() if self._server else self._lock.write()
 
+    def optimize(self) -> None:
+        """Nothing to do: a Qdrant server optimises in the background; local mode has no HNSW."""
+
     def close(self) -> None:
         with self._lock.write():
             if self._client is not None:

@@ -200,7 +200,10 @@ class EdgeVectorStore:
             return int(self._shard.count(self._qe.CountRequest(exact=True, filter=flt)))
 
     def optimize(self) -> None:
-        """Merge segments and build the HNSW index now (Qdrant also does it as data grows)."""
+        """Merge segments and build the HNSW index now: Edge only optimises when asked, and searches
+        the unindexed points by brute force until then (100k points: hybrid p95 126 ms unoptimised,
+        42 ms optimised, README). Searches wait while it runs (114 s for 100k points at once; a
+        no-op when the new points are below Qdrant's indexing threshold)."""
         with self._lock:
             self._shard.optimize()
 
