@@ -4,7 +4,7 @@
 cut at headings by llama-index's ``MarkdownNodeParser``; each section's prose is then cut by
 ``SentenceSplitter`` at paragraph, then sentence boundaries into chunks of at most
 ``chunk_tokens`` tokens, consecutive chunks sharing ``chunk_overlap`` tokens. The default
-sizes (128/32, api/settings.py) keep a chunk inside all-MiniLM-L6-v2's 256-token window with room
+sizes (200/32, api/settings.py) keep a chunk inside all-MiniLM-L6-v2's 256-token window with room
 for the title line.
 
 ``fixed``: windows of ``chunk_tokens`` tokens over the whole document, ``chunk_overlap`` shared,
