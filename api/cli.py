@@ -149,7 +149,9 @@ def cmd_ask(args: argparse.Namespace, services: Any) -> int:
     if not args.question.strip():
         _err("error: the question is empty")
         return 2
-    result = qa.answer(services, args.kb, args.question.strip(), args.top_k)
+    result = qa.answer(
+        services, args.kb, args.question.strip(), args.top_k, mode=args.mode, strict=args.strict
+    )
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -255,7 +257,9 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
         if args.corpus is None or args.questions is None:
             _err("error: eval qa needs --corpus and --questions")
             return 2
-        result = runs.eval_qa(services, args.kb, args.corpus, args.questions, args.limit)
+        result = runs.eval_qa(
+            services, args.kb, args.corpus, args.questions, args.limit, pipeline=args.pipeline
+        )
     print(json.dumps(result))
     return 0
 
@@ -284,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--top-k", type=int)
+    p.add_argument("--mode", choices=["auto", "single", "agentic"], help="default RAGNET_ANSWER_MODE (auto)")
+    p.add_argument("--strict", action="store_true", default=None, help="no base-model fallback")
     p.add_argument("question")
 
     p = sub.add_parser("models", help="list (or prepare) the models")
@@ -306,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faqs", type=Path, help="faqs.jsonl (faq)")
     p.add_argument("--queries", type=Path, help="queries.jsonl (faq)")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default RAGNET_SEARCH_MODE")
+    p.add_argument(
+        "--pipeline",
+        choices=["auto", "single", "agentic"],
+        help="qa: answer mode (default RAGNET_ANSWER_MODE)",
+    )
     p.add_argument("--json", action="store_true", help="accepted for compatibility; output is always JSON")
     p.add_argument("--limit", type=_positive)
     p.add_argument("--k", type=_positive, default=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
@@ -19,6 +21,16 @@ class AnswerRequest(BaseModel):
     stream: bool = Field(default=False, description="Answer as server-sent events.")
     top_k: int | None = Field(
         default=None, ge=1, le=20, description="Sources to retrieve (default RAGNET_TOP_K: 2)."
+    )
+    mode: Literal["auto", "single", "agentic"] | None = Field(
+        default=None,
+        description="auto: multi-hop questions are decomposed, the rest answered single-shot; single or "
+        "agentic force one (default RAGNET_ANSWER_MODE: auto).",
+    )
+    strict: bool | None = Field(
+        default=None,
+        description="true: answer 'not in the knowledge base' instead of the base model when nothing is "
+        "found (default: the knowledge base's setting, else RAGNET_STRICT).",
     )
 
     @field_validator("question")
@@ -48,6 +60,10 @@ class AnswerResponse(BaseModel):
     )
     citations: list[Citation]
     timings: dict[str, float]
+    trace: dict[str, Any] = Field(
+        description="pipeline, analysis, plan, steps (each decision), claims, backtracks, budgets and "
+        "what was used, and which budget ran out (if one did). Also at GET /v1/search/traces/{id}."
+    )
 
 
 class ErrorBody(BaseModel):

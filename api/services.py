@@ -17,6 +17,7 @@ from agents.generation.base import Generator
 from agents.model_prep import generator_dir, is_prepared
 from api.jobs import JobRunner
 from api.settings import Settings
+from graph.agentic import AgenticContext, build_agentic_graph
 from graph.search_qa import SearchContext, build_search_graph
 from retrieval.chunking import Chunker
 from retrieval.documents import EMBED_FORMAT
@@ -166,6 +167,38 @@ class Services:
         )
 
     @property
+    def checkpointer(self) -> Any:
+        """LangGraph's SQLite checkpointer (data_dir/traces.db): every step of an agentic answer."""
+
+        def build() -> Any:
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.settings.data_dir / "traces.db", check_same_thread=False)
+            return SqliteSaver(conn)
+
+        return self._once("checkpointer", build)
+
+    @property
+    def agentic_graph(self) -> Any:
+        return self._once("agentic_graph", lambda: build_agentic_graph(self.checkpointer))
+
+    def agentic_context(self) -> AgenticContext:
+        s = self.settings
+        return AgenticContext(
+            search=self.retriever.search,
+            search_faqs=self.retriever.search_faqs,
+            generator=self.generator,
+            score_threshold=s.evidence_threshold(self.embedder.name),
+            read_k=s.read_k,
+            max_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            repetition_penalty=s.repetition_penalty,
+        )
+
+    @property
     def knowledge(self) -> KnowledgeAdmin:
         build = lambda: KnowledgeAdmin(self.store, self.metadata, self.ingestor, self.ingestor.locks)  # noqa: E731
         return self._once("knowledge", build)
@@ -188,6 +221,10 @@ class Services:
                 part = self._parts.pop(name, None)
                 if part is not None:
                     part.close()
+            saver = self._parts.pop("checkpointer", None)
+            if saver is not None:
+                saver.conn.close()
+            self._parts.pop("agentic_graph", None)
             for name in ("retriever", "ingestor", "knowledge"):  # they hold the closed parts
                 self._parts.pop(name, None)
 

@@ -137,6 +137,30 @@ class Settings(BaseSettings):
         "e5 scores everything high, so its cut sits at 0.80 where MiniLM's sits at 0.30.",
     )
     max_new_tokens: int = Field(default=192, ge=1, le=4096)
+
+    # --- agentic answering ---------------------------------------------------------------
+    answer_mode: Literal["auto", "single", "agentic"] = Field(
+        default="auto",
+        description="auto: the analyser sends multi-hop questions through decomposition and the rest "
+        "through single-shot RAG; single / agentic force one. A request's `mode` wins.",
+    )
+    strict: bool = Field(
+        default=False,
+        description="No evidence -> answer 'not in the knowledge base' instead of asking the base model. "
+        "A knowledge base's own setting and a request's `strict` win, in that order.",
+    )
+    max_hops: int = Field(default=6, ge=1, le=50, description="Retrievals one agentic answer may make.")
+    max_backtracks: int = Field(default=2, ge=0, le=10, description="Re-plans after an unanswerable step.")
+    max_llm_calls: int = Field(
+        default=16, ge=2, le=200, description="Generator calls one agentic answer may make."
+    )
+    agent_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds after which an agentic answer composes from what it has.",
+    )
+    read_k: int = Field(default=3, ge=1, le=10, description="Documents read for candidate answers per hop.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
     repetition_penalty: float = Field(
         default=1.05,

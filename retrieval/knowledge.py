@@ -65,9 +65,16 @@ class KnowledgeAdmin:
         return self._metadata.create_kb(name, description, chunking)
 
     def update(
-        self, name: str, *, new_name: str | None = None, description: str | None = None
+        self,
+        name: str,
+        *,
+        new_name: str | None = None,
+        description: str | None = None,
+        strict: bool | None = None,
     ) -> KnowledgeBaseInfo:
         info = self.get(name)
+        if strict is not None:
+            self._metadata.set_kb_strict(info.id, strict)
         values: dict[str, str] = {}
         if new_name is not None and new_name != name:
             check_name(new_name)

@@ -99,6 +99,15 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Per-knowledge-base answering options (a table of its own, so that databases written before it
+# gain it by create_all, with no migration).
+kb_options = Table(
+    "kb_options",
+    metadata_obj,
+    Column("kb_id", String(32), primary_key=True),
+    Column("strict", Integer, nullable=False, default=0),  # 1: "not in the knowledge base", no fallback
+)
+
 api_keys = Table(
     "api_keys",
     metadata_obj,
@@ -129,6 +138,7 @@ class KnowledgeBaseInfo:
     documents: int = 0
     chunks: int = 0
     faqs: int = 0
+    strict: bool = False  # answer "not in the knowledge base" instead of the base model
 
 
 def now() -> dt.datetime:
@@ -208,11 +218,11 @@ class MetadataStore:
             select(faqs.c.kb_id, func.count(faqs.c.faq_id).label("n")).group_by(faqs.c.kb_id).subquery()
         )
         query = (
-            select(kbs, docs.c.n, docs.c.chunks, faq_counts.c.n)
+            select(kbs, docs.c.n, docs.c.chunks, faq_counts.c.n, kb_options.c.strict)
             .select_from(
-                kbs.outerjoin(docs, docs.c.kb_id == kbs.c.id).outerjoin(
-                    faq_counts, faq_counts.c.kb_id == kbs.c.id
-                )
+                kbs.outerjoin(docs, docs.c.kb_id == kbs.c.id)
+                .outerjoin(faq_counts, faq_counts.c.kb_id == kbs.c.id)
+                .outerjoin(kb_options, kb_options.c.kb_id == kbs.c.id)
             )
             .order_by(kbs.c.name)
         )
@@ -231,6 +241,7 @@ class MetadataStore:
                     documents=int(r[5] or 0),
                     chunks=int(r[6] or 0),
                     faqs=int(r[7] or 0),
+                    strict=bool(r[8] or 0),
                 )
                 for r in conn.execute(query)
             ]
@@ -239,9 +250,14 @@ class MetadataStore:
         with self._engine.begin() as conn:
             conn.execute(update(kbs).where(kbs.c.id == kb_id).values(**values))
 
+    def set_kb_strict(self, kb_id: str, strict: bool) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(kb_options).where(kb_options.c.kb_id == kb_id))
+            conn.execute(insert(kb_options).values(kb_id=kb_id, strict=int(strict)))
+
     def delete_kb(self, kb_id: str) -> None:
         with self._engine.begin() as conn:
-            for table in (documents, faqs, jobs):
+            for table in (documents, faqs, jobs, kb_options):
                 conn.execute(delete(table).where(table.c.kb_id == kb_id))
             conn.execute(delete(kbs).where(kbs.c.id == kb_id))
 

@@ -65,8 +65,11 @@ def test_streaming_sends_retrieval_tokens_then_done(client: TestClient) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = _sse(r.read().decode())
     kinds = [e for e, _ in events]
-    assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds
+    assert kinds[0] == "start" and kinds[-1] == "done" and "token" in kinds
+    # the steps arrive as they happen, before the answer's tokens
+    assert kinds.index("step") < kinds.index("retrieval") < kinds.index("token")
     done = events[-1][1]
+    assert done["id"] == events[0][1]["id"] and done["trace"]["pipeline"] == "single"
     streamed = "".join(d["text"] for e, d in events if e == "token").strip()
     assert done["answer"].startswith(streamed)  # plus a [n] marker when attributed afterwards
     assert done["grounded"] is True

@@ -106,8 +106,23 @@ def test_eval_retrieval_and_qa_print_json_last(
     out, err = capsys.readouterr()
     result = _last_json(out)
     assert isinstance(result, dict)
-    assert set(result) == {"n", "em", "f1", "support_recall", "grounded_rate", "p50_s", "p95_s"}
+    assert set(result) == {
+        "n",
+        "pipeline",
+        "em",
+        "f1",
+        "support_recall",
+        "grounded_rate",
+        "avg_llm_calls",
+        "avg_hops",
+        "backtrack_rate",
+        "p50_s",
+        "p95_s",
+    }
     assert result["n"] == 2 and result["support_recall"] == 1.0 and result["grounded_rate"] == 1.0
+    # single-hop questions under `auto`: one retrieval and one generation each, no backtracking
+    assert (result["pipeline"], result["avg_hops"], result["avg_llm_calls"]) == ("auto", 1.0, 1.0)
+    assert result["backtrack_rate"] == 0.0
     assert "ingesting" not in err  # the kb already has the corpus
 
 

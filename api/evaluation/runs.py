@@ -136,25 +136,39 @@ def eval_faq(
 
 
 def eval_qa(
-    services: Services, kb: str, corpus: Path, questions: Path, limit: int | None, log: Log = _stderr
+    services: Services,
+    kb: str,
+    corpus: Path,
+    questions: Path,
+    limit: int | None,
+    log: Log = _stderr,
+    *,
+    pipeline: qa.Mode | None = None,
 ) -> dict[str, Any]:
+    """EM, F1, support recall, grounded rate and latency; with the agentic pipeline's costs:
+    LLM calls and hops per question, and the share of questions that backtracked."""
     ensure_corpus(services, kb, corpus, log)
     items = read_questions(questions, limit)
 
     def score(q: Question) -> dict[str, float]:
-        result = qa.answer(services, kb, q.question)
+        result = qa.answer(services, kb, q.question, mode=pipeline)
         prediction = strip_citations(result["answer"])
         sources = [c["doc_id"] for c in result["citations"]]
+        trace = result["trace"]
         return {
             "em": metrics.exact_match(prediction, q.answers),
             "f1": metrics.f1(prediction, q.answers),
             "support_recall": metrics.recall_at(sources, q.supporting_ids, len(sources)) if sources else 0.0,
             "grounded_rate": 1.0 if result["grounded"] else 0.0,
+            "avg_llm_calls": float(trace["used"]["llm_calls"]),
+            "avg_hops": float(trace["used"]["hops"]),
+            "backtrack_rate": 1.0 if trace["backtracks"] else 0.0,
         }
 
     means, seconds = _average(items, score, log)
     return {
         "n": len(items),
+        "pipeline": pipeline or services.settings.answer_mode,
         **means,
         "p50_s": round(metrics.percentile(seconds, 50), 3),
         "p95_s": round(metrics.percentile(seconds, 95), 3),

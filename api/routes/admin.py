@@ -45,6 +45,11 @@ class KbCreate(BaseModel):
 class KbUpdate(BaseModel):
     name: str | None = Field(default=None, description="A new name (rename).")
     description: str | None = Field(default=None, max_length=2000)
+    strict: bool | None = Field(
+        default=None,
+        description="Answer 'not in the knowledge base' instead of the base model when nothing is "
+        "found (a request's own `strict` wins).",
+    )
 
 
 class FaqBody(BaseModel):
@@ -80,6 +85,7 @@ def kb_view(kb: KnowledgeBaseInfo) -> dict[str, Any]:
         "documents": kb.documents,
         "chunks": kb.chunks,
         "faqs": kb.faqs,
+        "strict": kb.strict,
         "created_at": kb.created_at.isoformat(),
     }
 
@@ -186,7 +192,9 @@ def update_kb(kb: str, body: KbUpdate, services: ServicesDep, who: PrincipalDep)
     who.check(kb, write=True)
     if body.name is not None:
         who.check(body.name, write=True)
-    return kb_view(services.knowledge.update(kb, new_name=body.name, description=body.description))
+    return kb_view(
+        services.knowledge.update(kb, new_name=body.name, description=body.description, strict=body.strict)
+    )
 
 
 @router.delete("/kbs/{kb}", status_code=204, responses=_ERR)

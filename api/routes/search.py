@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from api import qa
 from api.auth import PrincipalDep
 from api.deps import ServicesDep
-from api.errors import classify, error_body
+from api.errors import RequestError, classify, error_body
 from api.schemas import AnswerRequest, AnswerResponse, ErrorResponse
 from retrieval.errors import RagnetError
 
@@ -34,10 +34,12 @@ def search_answer(body: AnswerRequest, services: ServicesDep, who: PrincipalDep)
     """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
     who.check(body.kb)
     if not body.stream:
-        return qa.answer(services, body.kb, body.question, body.top_k)
+        return qa.answer(services, body.kb, body.question, body.top_k, mode=body.mode, strict=body.strict)
 
     # Validation (limits, unknown kb) raises here, before the stream starts: a plain 422 / 404.
-    events = qa.answer_events(services, body.kb, body.question, body.top_k)
+    events = qa.answer_events(
+        services, body.kb, body.question, body.top_k, mode=body.mode, strict=body.strict
+    )
 
     def stream() -> Iterator[str]:
         try:
@@ -52,3 +54,13 @@ def search_answer(body: AnswerRequest, services: ServicesDep, who: PrincipalDep)
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/traces/{request_id}", responses=_ERRORS)
+def get_trace(request_id: str, services: ServicesDep, who: PrincipalDep) -> dict[str, Any]:
+    """What an answer did, step by step (from the SQLite checkpointer), by the response's `id`."""
+    if not request_id.isalnum() or len(request_id) > 64:
+        raise RequestError("a trace id is the `id` of an answer: 32 hexadecimal characters")
+    found = qa.trace(services, request_id)
+    who.check(str(found["kb"]))
+    return found
