@@ -19,6 +19,9 @@ from typing import Any
 
 from agents.generation.base import ChatMessage
 
+#: Where a plan's JSON list ends (generation stops there; the parser gets it back).
+PLAN_END = "}]"
+
 #: Steps a plan may hold; a longer plan is cut (and the trace says so).
 MAX_STEPS = 4
 

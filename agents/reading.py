@@ -53,6 +53,23 @@ def clean_answer(text: str) -> str | None:
     return line[:200]
 
 
+def trim_to_answer(reply: str, question: str) -> str:
+    """Drop the part of a sentence-long reply that restates the question: "G. Stanley Hall was the
+    first president of the APA" -> "G. Stanley Hall" (the 0.5B reader often answers in a sentence)."""
+    words = reply.strip().split()
+    asked = set(tokens(question))
+    if len(words) < 4 or not asked:
+        return reply
+    for cut in range(1, len(words) - 2):
+        rest = tokens(" ".join(words[cut:]))
+        if len(rest) >= 3 and rest[0] in asked and sum(t in asked for t in rest) / len(rest) >= 0.8:
+            head = " ".join(words[:cut]).rstrip(",;:")
+            for verb in (" is", " was", " are", " were"):
+                head = head.removesuffix(verb)
+            return head or reply
+    return reply
+
+
 @dataclass(frozen=True)
 class Candidate:
     answer: str

@@ -28,7 +28,14 @@ from langgraph.runtime import Runtime
 from agents import planning
 from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
-from agents.reading import Candidate, OverlapSupportScorer, SupportScorer, clean_answer, read_messages
+from agents.reading import (
+    Candidate,
+    OverlapSupportScorer,
+    SupportScorer,
+    clean_answer,
+    read_messages,
+    trim_to_answer,
+)
 from retrieval.documents import Hit
 
 SearchFn = Callable[[str, str, int], list[Hit]]
@@ -159,6 +166,7 @@ def _generate(
     max_tokens: int,
     *,
     stream: bool = False,
+    stop: Sequence[str] = (),
 ) -> str:
     ctx = runtime.context
     request = GenerationRequest(
@@ -166,6 +174,7 @@ def _generate(
         max_tokens=max_tokens,
         temperature=ctx.temperature,
         repetition_penalty=ctx.repetition_penalty,
+        stop=tuple(stop),
     )
     if not stream:
         return ctx.generator.generate(request).text.strip()
@@ -243,7 +252,10 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
             planning.decompose_messages(question, avoid=state.get("failed", [])),
             runtime,
             runtime.context.plan_tokens,
+            stop=(planning.PLAN_END,),  # the model goes on talking after the list: stop it there
         )
+        if not text.rstrip().endswith("]"):
+            text += planning.PLAN_END
         plan = planning.parse_plan(text, question)
         calls = 1
     steps = plan.as_trace()
@@ -292,7 +304,10 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     for hit in [h for h in state.get("hits", []) if (h.get("relevance") or 0.0) >= threshold][: ctx.read_k]:
         if _spent({**state, "llm_calls": state.get("llm_calls", 0) + calls}, reserve_calls=1):
             break
-        reply = _generate(read_messages(state["sub_question"], hit_from_dict(hit)), runtime, ctx.read_tokens)
+        reply = _generate(
+            read_messages(state["sub_question"], hit_from_dict(hit)), runtime, ctx.read_tokens, stop=("\n",)
+        )
+        reply = trim_to_answer(reply, state["sub_question"])
         calls += 1
         answer = clean_answer(reply)
         if answer:

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agents import planning
-from agents.reading import READ_INSTRUCTION, clean_answer
+from agents.reading import READ_INSTRUCTION, clean_answer, trim_to_answer
 from api.app import create_app
 from api.services import Services
 from graph.agentic import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
@@ -136,6 +136,13 @@ def test_reader_replies_are_cleaned() -> None:
     assert clean_answer("Answer: G. Stanley Hall.\nBecause…") == "G. Stanley Hall"
     for nothing in ("unknown", "Unknown.", "", "  \n", "不知道"):
         assert clean_answer(nothing) is None
+    asked = "Who was the first president of the American Psychological Association?"
+    said = "G. Stanley Hall was the first president of the American Psychological Association"
+    assert trim_to_answer(said, asked) == "G. Stanley Hall"  # the restated question is dropped
+    assert (
+        trim_to_answer("The American Psychological Association", STEP_1)
+        == "The American Psychological Association"
+    )
 
 
 # --- the graph over real retrieval ------------------------------------------------------------------
