@@ -1,6 +1,6 @@
 """Answering a question through the search-QA graph: whole, as a stream of events, or its trace later.
 
-Every request runs the agentic graph (graph/agentic.py) under the SQLite checkpointer with the
+Every request runs the agentic graph (graph/search_qa.py) under the SQLite checkpointer with the
 request id as its thread, so ``trace(id)`` can return what happened afterwards. ``mode`` picks the
 path: ``single`` (single-shot RAG), ``agentic`` (always decompose) or ``auto`` (the analyser decides).
 """
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from api.errors import RequestError
 from api.services import Services
-from graph.agentic import RECURSION_LIMIT
+from graph.search_qa import RECURSION_LIMIT
 from retrieval.errors import KnowledgeBaseNotFound
 from retrieval.knowledge import ItemNotFound
 

@@ -17,8 +17,7 @@ from agents.generation.base import Generator
 from agents.model_prep import generator_dir, is_prepared
 from api.jobs import JobRunner
 from api.settings import Settings
-from graph.agentic import AgenticContext, build_agentic_graph
-from graph.search_qa import SearchContext, build_search_graph
+from graph.search_qa import AgenticContext, build_agentic_graph
 from retrieval.chunking import Chunker
 from retrieval.documents import EMBED_FORMAT
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder, default_embedder_path
@@ -150,21 +149,6 @@ class Services:
         signature = f"{e.name}/{e.dim}|{self.sparse.name}|{chunks}|format {EMBED_FORMAT}"
         build = lambda: Ingestor(self.store, e, self.sparse, self.chunker, self.metadata, signature)  # noqa: E731
         return self._once("ingestor", build)
-
-    @property
-    def search_graph(self) -> Any:
-        return self._once("search_graph", build_search_graph)
-
-    def search_context(self) -> SearchContext:
-        s = self.settings
-        return SearchContext(
-            search=self.retriever.search,
-            generator=self.generator,
-            score_threshold=s.evidence_threshold(self.embedder.name),
-            max_tokens=s.max_new_tokens,
-            temperature=s.temperature,
-            repetition_penalty=s.repetition_penalty,
-        )
 
     @property
     def checkpointer(self) -> Any:

@@ -1,10 +1,17 @@
-"""Search QA, first version: retrieve -> grounded answer with numbered citations, or fallback.
+"""Agentic multi-hop search QA: decompose, follow answered steps forward, backtrack, fall back.
 
-    START -> retrieve -> (evidence above threshold?) -> answer   -> END
-                                                     \\-> fallback -> END
+    START -> analyse --single-hop--> single (the single-shot graph's retrieve -> answer | fallback)
+               \\--multi-hop--> decompose -> rewrite -> retrieve -> read -> aggregate -> decide
+                                   ^                                                     |
+                                   |<--------- backtrack (re-plan, another strategy) <----+ unanswerable
+                                   rewrite <------------------------------------ answered, more steps
+                                                                      compose <---+ done / budget spent
 
-Flow control only: retrieval and generation arrive through the runtime context, prompts come
-from agents.answering. Answer tokens are sent on LangGraph's custom stream as they decode.
+Strategies, in the order backtracking tries them: 0 the model's plan; 1 a new plan that avoids the
+sub-questions that found nothing; 2 the question whole, as one step. Budgets (hops, backtracks, LLM
+calls, a deadline) live in the state; when one runs out the graph composes from what it has and
+says which one ran out. Every decision is appended to ``trace``. Hits are kept in the state as plain
+dicts so the SQLite checkpointer can store every step of a request.
 """
 
 from __future__ import annotations
@@ -12,134 +19,513 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from agents import planning
 from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
+from agents.reading import (
+    Candidate,
+    OverlapSupportScorer,
+    SupportScorer,
+    clean_answer,
+    read_messages,
+    trim_to_answer,
+)
 from retrieval.documents import Hit
 
 SearchFn = Callable[[str, str, int], list[Hit]]
 
+NOT_IN_KB = "The knowledge base has no answer to this question."
 
-def _merge(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
-    return {**left, **right}
+#: LangGraph's recursion limit for one request: 5 supersteps a hop, a few per plan, well above the
+#: budgets' bound (4 steps x 3 strategies).
+RECURSION_LIMIT = 200
 
-
-class Citation(TypedDict):
-    n: int
-    doc_id: str
-    title: str
-    text: str
-    score: float
-    source: str
-    cited: bool
+#: What backtracking tries, in turn.
+STRATEGIES = ("model plan", "re-plan avoiding failed steps", "whole question")
 
 
-class SearchState(TypedDict, total=False):
+def _add_times(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
+    """Timings add up across hops."""
+    out = dict(left)
+    for key, value in right.items():
+        out[key] = round(out.get(key, 0.0) + value, 1)
+    return out
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+class Budgets(TypedDict):
+    max_hops: int
+    max_backtracks: int
+    max_llm_calls: int
+    deadline_s: float
+
+
+class AgenticState(TypedDict, total=False):
     kb: str
     question: str
     top_k: int
-    hits: list[Hit]
-    evidence: list[Hit]
+    mode: Literal["auto", "single", "agentic"]
+    strict: bool
+    budgets: Budgets
+    started: float
+    analysis: dict[str, Any]
+    strategy: int
+    plan: list[dict[str, Any]]
+    step: int
+    sub_question: str
+    hits: list[dict[str, Any]]
+    faqs: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    answers: dict[str, dict[str, Any]]  # replaced whole: a backtrack forgets them
+    failed: list[str]
+    hops: Annotated[int, operator.add]
+    backtracks: int
+    llm_calls: Annotated[int, operator.add]
+    exhausted: str | None
+    trace: Annotated[list[dict[str, Any]], operator.add]
     answer: str
     grounded: bool
-    citations: list[Citation]
-    timings: Annotated[dict[str, float], _merge]
-    llm_calls: Annotated[int, operator.add]
+    citations: list[dict[str, Any]]
+    claims: list[dict[str, Any]]
+    timings: Annotated[dict[str, float], _add_times]
 
 
 @dataclass(frozen=True)
-class SearchContext:
+class AgenticContext:
     search: SearchFn
+    search_faqs: SearchFn
     generator: Generator
     score_threshold: float
+    scorer: SupportScorer = field(default_factory=OverlapSupportScorer)
+    read_k: int = 3
     max_tokens: int = 192
+    plan_tokens: int = 160
+    read_tokens: int = 24
     temperature: float = 0.0
     repetition_penalty: float = 1.05
 
 
-def retrieve(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
-    ctx = runtime.context
-    started = time.perf_counter()
-    hits = ctx.search(state["kb"], state["question"], state.get("top_k", 4))
-    evidence = [h for h in hits if h.evidence_score >= ctx.score_threshold]
-    runtime.stream_writer({"event": "retrieval", "hits": len(hits), "evidence": len(evidence)})
+# --- hits as plain data (checkpointable) -------------------------------------------------------
+_HIT_FIELDS = (
+    "chunk_id",
+    "doc_id",
+    "title",
+    "text",
+    "source",
+    "position",
+    "score",
+    "section",
+    "context",
+    "relevance",
+    "answer",
+)
+
+
+def hit_to_dict(hit: Hit) -> dict[str, Any]:
+    return {name: getattr(hit, name) for name in _HIT_FIELDS}
+
+
+def hit_from_dict(data: dict[str, Any]) -> Hit:
+    return Hit(**{k: data[k] for k in _HIT_FIELDS if k in data})
+
+
+def _brief(hit: dict[str, Any]) -> dict[str, Any]:
+    rel = hit.get("relevance")
     return {
-        "hits": hits,
-        "evidence": evidence,
-        "timings": {"retrieve_ms": round((time.perf_counter() - started) * 1000, 1)},
+        "doc_id": hit["doc_id"],
+        "title": hit["title"],
+        "relevance": None if rel is None else round(rel, 4),
     }
 
 
-def route(state: SearchState) -> Literal["answer", "fallback"]:
-    return "answer" if state.get("evidence") else "fallback"
+# --- budgets ------------------------------------------------------------------------------------
+def _spent(state: AgenticState, reserve_calls: int = 0) -> str | None:
+    """The budget that has run out, if any (``reserve_calls`` are kept for composing)."""
+    b = state["budgets"]
+    if time.monotonic() - state["started"] > b["deadline_s"]:
+        return "deadline"
+    if state.get("llm_calls", 0) + reserve_calls >= b["max_llm_calls"]:
+        return "llm_calls"
+    if state.get("hops", 0) >= b["max_hops"]:
+        return "hops"
+    return None
 
 
-def _generate(messages: Sequence[ChatMessage], runtime: Runtime[SearchContext]) -> tuple[str, float]:
+def _generate(
+    messages: Sequence[ChatMessage],
+    runtime: Runtime[AgenticContext],
+    max_tokens: int,
+    *,
+    stream: bool = False,
+    stop: Sequence[str] = (),
+) -> str:
     ctx = runtime.context
     request = GenerationRequest(
         messages=messages,
-        max_tokens=ctx.max_tokens,
+        max_tokens=max_tokens,
         temperature=ctx.temperature,
         repetition_penalty=ctx.repetition_penalty,
+        stop=tuple(stop),
     )
-    started = time.perf_counter()
+    if not stream:
+        return ctx.generator.generate(request).text.strip()
     pieces: list[str] = []
     for piece in ctx.generator.stream(request):
         pieces.append(piece)
         runtime.stream_writer({"event": "token", "text": piece})
-    return "".join(pieces).strip(), round((time.perf_counter() - started) * 1000, 1)
+    return "".join(pieces).strip()
 
 
-def answer(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
-    evidence = state["evidence"]
-    text, ms = _generate(grounded_messages(state["question"], evidence), runtime)
-    text, numbers = attribute(text, evidence)
-    cited = set(numbers)
-    citations: list[Citation] = [
-        {
-            "n": i,
-            "doc_id": h.doc_id,
-            "title": h.title,
-            "text": h.reader_text,
-            "score": round(h.score, 4),
-            "source": h.source,
-            "cited": i in cited,
-        }
-        for i, h in enumerate(evidence, 1)
-    ]
+def _event(runtime: Runtime[AgenticContext], kind: str, **data: Any) -> list[dict[str, Any]]:
+    entry = {"event": kind, **data}
+    runtime.stream_writer({**entry, "event": "step", "step": kind})
+    return [entry]
+
+
+# --- nodes --------------------------------------------------------------------------------------
+def analyse(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    found = planning.analyse(state["question"])
+    mode = state.get("mode", "auto")
+    multi = {"auto": found.multi_hop, "single": False, "agentic": True}[mode]
+    reason = found.reason if mode == "auto" else f"mode={mode}"
+    analysis = {"multi_hop": multi, "lang": found.lang, "reason": reason}
     return {
+        "analysis": analysis,
+        "strategy": 0,
+        "backtracks": 0,
+        "failed": [],
+        "trace": _event(runtime, "analyse", **analysis),
+    }
+
+
+def route_analysis(state: AgenticState) -> Literal["decompose", "single"]:
+    return "decompose" if state["analysis"]["multi_hop"] else "single"
+
+
+def single(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    """Single-hop: the single-shot pipeline (retrieve, grounded answer or fallback)."""
+    ctx = runtime.context
+    t0 = time.perf_counter()
+    hits = ctx.search(state["kb"], state["question"], state.get("top_k", 2))
+    evidence = [h for h in hits if h.evidence_score >= ctx.score_threshold]
+    times = {"retrieve_ms": _ms(t0)}
+    runtime.stream_writer({"event": "retrieval", "hits": len(hits), "evidence": len(evidence)})
+    trace = _event(
+        runtime, "retrieve", question=state["question"], hits=[_brief(hit_to_dict(h)) for h in hits]
+    )
+    t0 = time.perf_counter()
+    if not evidence:
+        out = _no_evidence(state, runtime)
+        return {**out, "hops": 1, "trace": trace, "timings": {**times, "generate_ms": _ms(t0)}}
+    text = _generate(grounded_messages(state["question"], evidence), runtime, ctx.max_tokens, stream=True)
+    text, numbers = attribute(text, evidence)
+    citations = _citations([hit_to_dict(h) for h in evidence], set(numbers))
+    return {
+        "timings": {**times, "generate_ms": _ms(t0)},
         "answer": text,
         "grounded": True,
         "citations": citations,
-        "timings": {"generate_ms": ms},
+        "claims": [],
+        "hops": 1,
         "llm_calls": 1,
+        "trace": trace,
     }
 
 
-def fallback(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
-    text, ms = _generate(fallback_messages(state["question"]), runtime)
+def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    strategy = state.get("strategy", 0)
+    question = state["question"]
+    if strategy >= 2 or _spent(state, reserve_calls=1):
+        plan = planning.Plan([planning.Step(1, question)], ["answering the question whole"], True)
+        calls = 0
+    else:
+        text = _generate(
+            planning.decompose_messages(question, avoid=state.get("failed", [])),
+            runtime,
+            runtime.context.plan_tokens,
+            stop=(planning.PLAN_END,),  # the model goes on talking after the list: stop it there
+        )
+        if not text.rstrip().endswith("]"):
+            text += planning.PLAN_END
+        plan = planning.parse_plan(text, question)
+        calls = 1
+    steps = plan.as_trace()
+    trace = _event(
+        runtime, "decompose", strategy=STRATEGIES[min(strategy, 2)], plan=steps, repairs=plan.repairs
+    )
+    return {"plan": steps, "step": 0, "llm_calls": calls, "trace": trace}
+
+
+def rewrite(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    step = state["plan"][state["step"]]
+    known = {int(k): v["answer"] for k, v in state.get("answers", {}).items()}
+    question = planning.substitute(step["question"], known)
+    trace: list[dict[str, Any]] = []
+    if question != step["question"]:
+        trace = _event(runtime, "rewrite", step=step["id"], question=question)
+    return {"sub_question": question, "trace": trace}
+
+
+def retrieve(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    question = state["sub_question"]
+    k = max(state.get("top_k", 2), ctx.read_k)
+    hits = [hit_to_dict(h) for h in ctx.search(state["kb"], question, k)]
+    faqs = [hit_to_dict(h) for h in ctx.search_faqs(state["kb"], question, 1)]
+    trace = _event(
+        runtime,
+        "retrieve",
+        step=state["plan"][state["step"]]["id"],
+        question=question,
+        hits=[_brief(h) for h in hits],
+        faqs=[{**_brief(f), "answer": f["answer"][:200]} for f in faqs],
+    )
+    return {"hits": hits, "faqs": faqs, "hops": 1, "trace": trace}
+
+
+def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    """A candidate answer per document above the evidence threshold (and a matching FAQ's answer)."""
+    ctx = runtime.context
+    threshold = ctx.score_threshold
+    candidates: list[dict[str, Any]] = []
+    for faq in state.get("faqs", []):
+        if (faq.get("relevance") or 0.0) >= threshold:
+            candidates.append({"answer": faq["answer"], "hit": faq, "faq": True})
+    calls = 0
+    for hit in [h for h in state.get("hits", []) if (h.get("relevance") or 0.0) >= threshold][: ctx.read_k]:
+        if _spent({**state, "llm_calls": state.get("llm_calls", 0) + calls}, reserve_calls=1):
+            break
+        reply = _generate(
+            read_messages(state["sub_question"], hit_from_dict(hit)), runtime, ctx.read_tokens, stop=("\n",)
+        )
+        reply = trim_to_answer(reply, state["sub_question"])
+        calls += 1
+        answer = clean_answer(reply)
+        if answer:
+            candidates.append({"answer": answer, "hit": hit, "faq": False})
+    trace = _event(
+        runtime,
+        "read",
+        step=state["plan"][state["step"]]["id"],
+        candidates=[{"answer": c["answer"][:200], "doc_id": c["hit"]["doc_id"]} for c in candidates],
+    )
+    return {"candidates": candidates, "llm_calls": calls, "trace": trace}
+
+
+def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    hits = [hit_from_dict(h) for h in state.get("hits", [])]
+    cands = [Candidate(c["answer"], hit_from_dict(c["hit"])) for c in state.get("candidates", [])]
+    scored = ctx.scorer.score(state["sub_question"], cands, hits)
+    step = state["plan"][state["step"]]
+    if not scored:
+        return {"trace": _event(runtime, "aggregate", step=step["id"], answered=False)}
+    best = scored[0]
+    evidence = [hit_to_dict(best.hit)] + [h for h in state.get("hits", []) if h["doc_id"] in best.supporters]
+    answer = {
+        "question": state["sub_question"],
+        "answer": best.answer,
+        "score": round(best.score, 4),
+        "evidence": evidence,
+    }
+    trace = _event(
+        runtime,
+        "aggregate",
+        step=step["id"],
+        answered=True,
+        answer=best.answer,
+        score=round(best.score, 4),
+        supporters=list(best.supporters),
+        alternatives=[{"answer": s.answer, "score": round(s.score, 4)} for s in scored[1:4]],
+    )
+    return {"answers": {**state.get("answers", {}), str(step["id"]): answer}, "trace": trace}
+
+
+def decide(state: AgenticState) -> Literal["advance", "backtrack", "compose"]:
+    step = state["plan"][state["step"]]
+    answered = str(step["id"]) in state.get("answers", {})
+    if answered:
+        if state["step"] + 1 < len(state["plan"]) and not _spent(state, reserve_calls=1):
+            return "advance"
+        return "compose"
+    if (
+        state.get("backtracks", 0) < state["budgets"]["max_backtracks"]
+        and state.get("strategy", 0) < 2
+        and not _spent(state, reserve_calls=2)
+    ):
+        return "backtrack"
+    return "compose"
+
+
+def advance(state: AgenticState) -> dict[str, Any]:
+    return {"step": state["step"] + 1}
+
+
+def backtrack(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    """Back to the root: forget the answers, note what failed, try the next strategy."""
+    failed = [*state.get("failed", []), state["sub_question"]]
+    strategy = state.get("strategy", 0) + 1
+    trace = _event(
+        runtime, "backtrack", failed=state["sub_question"], next_strategy=STRATEGIES[min(strategy, 2)]
+    )
+    return {
+        "failed": failed,
+        "strategy": strategy,
+        "backtracks": state.get("backtracks", 0) + 1,
+        "answers": {},
+        "trace": trace,
+    }
+
+
+def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    """The final step's answer with a citation per answered step; else generate from what was found."""
+    ctx = runtime.context
+    plan, answers = state["plan"], state.get("answers", {})
+    complete = bool(plan) and str(plan[-1]["id"]) in answers
+    exhausted = None if complete else _spent(state, reserve_calls=1)
+    if (
+        not complete
+        and exhausted is None
+        and state.get("backtracks", 0) >= state["budgets"]["max_backtracks"]
+    ):
+        exhausted = "backtracks" if state.get("strategy", 0) < 2 else None
+    sources: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
+    for step in plan:
+        found = answers.get(str(step["id"]))
+        if not found:
+            continue
+        numbers = []
+        for hit in found["evidence"][:2]:
+            if hit["chunk_id"] not in [s["chunk_id"] for s in sources]:
+                sources.append(hit)
+            numbers.append(1 + [s["chunk_id"] for s in sources].index(hit["chunk_id"]))
+        claims.append(
+            {
+                "step": step["id"],
+                "question": found["question"],
+                "answer": found["answer"],
+                "citations": numbers,
+            }
+        )
+    last = plan[-1] if plan else None
+    if last is not None and str(last["id"]) in answers:
+        final = claims[-1]
+        text = f"{final['answer']} " + "".join(f"[{n}]" for n in final["citations"])
+        runtime.stream_writer({"event": "token", "text": text})
+        trace = _event(runtime, "compose", answered_steps=len(claims), of=len(plan), exhausted=exhausted)
+        cited = {n for c in claims for n in c["citations"]}
+        return {
+            "answer": text,
+            "grounded": True,
+            "citations": _citations(sources, cited),
+            "claims": claims,
+            "exhausted": exhausted,
+            "trace": trace,
+        }
+    # The chain broke. Evidence gathered on the way (and by the last retrieval) may still answer it.
+    pool = {h["chunk_id"]: h for h in sources}
+    for hit in state.get("hits", []):
+        if (hit.get("relevance") or 0.0) >= ctx.score_threshold:
+            pool.setdefault(hit["chunk_id"], hit)
+    evidence = list(pool.values())[: max(state.get("top_k", 2), 2)]
+    trace = _event(
+        runtime,
+        "compose",
+        answered_steps=len(claims),
+        of=len(plan),
+        exhausted=exhausted,
+        from_evidence=len(evidence),
+    )
+    if not evidence:
+        out = _no_evidence(state, runtime)
+        return {**out, "claims": claims, "exhausted": exhausted, "trace": trace}
+    hits = [hit_from_dict(h) for h in evidence]
+    text = _generate(grounded_messages(state["question"], hits), runtime, ctx.max_tokens, stream=True)
+    text, numbers = attribute(text, hits)
     return {
         "answer": text,
-        "grounded": False,
-        "citations": [],
-        "timings": {"generate_ms": ms},
+        "grounded": True,
+        "citations": _citations(evidence, set(numbers)),
+        "claims": claims,
+        "exhausted": exhausted,
         "llm_calls": 1,
+        "trace": trace,
     }
 
 
-def build_search_graph() -> Any:
-    """The compiled search-QA graph; run it with ``context=SearchContext(...)``."""
-    builder = StateGraph(SearchState, context_schema=SearchContext)
-    builder.add_node("retrieve", retrieve)
-    builder.add_node("answer", answer)
-    builder.add_node("fallback", fallback)
-    builder.add_edge(START, "retrieve")
-    builder.add_conditional_edges("retrieve", route, {"answer": "answer", "fallback": "fallback"})
-    builder.add_edge("answer", END)
-    builder.add_edge("fallback", END)
-    return builder.compile()
+def _no_evidence(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+    if state.get("strict"):
+        runtime.stream_writer({"event": "token", "text": NOT_IN_KB})
+        return {"answer": NOT_IN_KB, "grounded": False, "citations": []}
+    text = _generate(fallback_messages(state["question"]), runtime, runtime.context.max_tokens, stream=True)
+    return {"answer": text, "grounded": False, "citations": [], "llm_calls": 1}
+
+
+def _citations(hits: list[dict[str, Any]], cited: set[int]) -> list[dict[str, Any]]:
+    return [
+        {
+            "n": i,
+            "doc_id": h["doc_id"],
+            "title": h["title"],
+            "text": h.get("context") or h["text"],
+            "score": round(h["score"], 4),
+            "source": h["source"],
+            "cited": i in cited,
+        }
+        for i, h in enumerate(hits, 1)
+    ]
+
+
+def _timed(name: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """The node, adding its wall time to ``timings[name_ms]`` (summed over hops)."""
+
+    def node(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = fn(state, runtime)
+        return {**out, "timings": {f"{name}_ms": _ms(t0)}}
+
+    node.__name__ = name
+    return node
+
+
+def build_agentic_graph(checkpointer: Any = None) -> Any:
+    """The compiled agentic graph; run it with ``context=AgenticContext(...)`` and, with a
+    checkpointer, ``config={"configurable": {"thread_id": request_id}}``."""
+    b = StateGraph(AgenticState, context_schema=AgenticContext)
+    for name, fn in (
+        ("analyse", analyse),
+        ("single", single),
+        ("decompose", decompose),
+        ("rewrite", rewrite),
+        ("retrieve", retrieve),
+        ("read", read),
+        ("aggregate", aggregate),
+        ("advance", advance),
+        ("backtrack", backtrack),
+        ("compose", compose),
+    ):
+        b.add_node(name, fn if name in ("single", "advance") else _timed(name, fn))
+    b.add_edge(START, "analyse")
+    b.add_conditional_edges("analyse", route_analysis, {"decompose": "decompose", "single": "single"})
+    b.add_edge("single", END)
+    b.add_edge("decompose", "rewrite")
+    b.add_edge("rewrite", "retrieve")
+    b.add_edge("retrieve", "read")
+    b.add_edge("read", "aggregate")
+    b.add_conditional_edges(
+        "aggregate", decide, {"advance": "advance", "backtrack": "backtrack", "compose": "compose"}
+    )
+    b.add_edge("advance", "rewrite")
+    b.add_edge("backtrack", "decompose")
+    b.add_edge("compose", END)
+    return b.compile(checkpointer=checkpointer)

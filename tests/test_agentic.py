@@ -13,7 +13,7 @@ from agents import planning
 from agents.reading import READ_INSTRUCTION, clean_answer, trim_to_answer
 from api.app import create_app
 from api.services import Services
-from graph.agentic import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
+from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
 from retrieval.documents import Document
 from tests.scripted_generator import ScriptedGenerator
 
