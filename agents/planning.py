@@ -121,8 +121,11 @@ def decompose_messages(question: str, *, avoid: Sequence[str] = ()) -> list[Chat
 
 
 def parse_plan(text: str, question: str) -> Plan:
-    """The model's reply as a plan, repaired where possible, else the one-step plan."""
+    """The model's reply as a plan, repaired where possible, else the one-step plan. Generation
+    stops at PLAN_END and leaves it out, so it is put back when missing."""
     repairs: list[str] = []
+    if "[" in text and not text.rstrip().endswith("]"):
+        text = text.rstrip() + PLAN_END
     raw = _extract_json(text, repairs)
     if raw is None:
         return Plan([Step(1, question)], ["no JSON list in the reply; answering the question whole"], True)

@@ -70,6 +70,11 @@ def trim_to_answer(reply: str, question: str) -> str:
     return reply
 
 
+def reader_answer(reply: str, question: str) -> str | None:
+    """The reader's reply as a short answer (the restated question trimmed), or None for "unknown"."""
+    return clean_answer(trim_to_answer(reply, question))
+
+
 @dataclass(frozen=True)
 class Candidate:
     answer: str

@@ -90,13 +90,11 @@ def answer(
     mode: Mode | None = None,
     strict: bool | None = None,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    inputs = _inputs(services, kb, question, top_k, mode, strict)
-    request_id = uuid.uuid4().hex
-    state = services.agentic_graph.invoke(
-        inputs, config=_config(request_id), context=services.agentic_context()
-    )
-    return _response(request_id, state, started)
+    """The whole response: the ``done`` event of :func:`answer_events`."""
+    for event, data in answer_events(services, kb, question, top_k, mode=mode, strict=strict):
+        if event == "done":
+            return data
+    raise AssertionError("the answer graph ended without a response")  # answer_events always ends with done
 
 
 def answer_events(

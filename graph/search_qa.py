@@ -19,7 +19,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -32,9 +32,8 @@ from agents.reading import (
     Candidate,
     OverlapSupportScorer,
     SupportScorer,
-    clean_answer,
     read_messages,
-    trim_to_answer,
+    reader_answer,
 )
 from retrieval.documents import Hit
 
@@ -115,19 +114,8 @@ class AgenticContext:
 
 
 # --- hits as plain data (checkpointable) -------------------------------------------------------
-_HIT_FIELDS = (
-    "chunk_id",
-    "doc_id",
-    "title",
-    "text",
-    "source",
-    "position",
-    "score",
-    "section",
-    "context",
-    "relevance",
-    "answer",
-)
+#: Hit fields kept in the state (metadata and per-retriever scores stay out of the checkpoints).
+_HIT_FIELDS = tuple(f.name for f in fields(Hit) if f.name not in ("metadata", "retrievers"))
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
@@ -136,6 +124,11 @@ def hit_to_dict(hit: Hit) -> dict[str, Any]:
 
 def hit_from_dict(data: dict[str, Any]) -> Hit:
     return Hit(**{k: data[k] for k in _HIT_FIELDS if k in data})
+
+
+def _is_evidence(hit: dict[str, Any], threshold: float) -> bool:
+    """The same test as the single-shot path's (``Hit.evidence_score``), on a stored hit."""
+    return hit_from_dict(hit).evidence_score >= threshold
 
 
 def _brief(hit: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +247,6 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
             runtime.context.plan_tokens,
             stop=(planning.PLAN_END,),  # the model goes on talking after the list: stop it there
         )
-        if not text.rstrip().endswith("]"):
-            text += planning.PLAN_END
         plan = planning.parse_plan(text, question)
         calls = 1
     steps = plan.as_trace()
@@ -298,18 +289,17 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     threshold = ctx.score_threshold
     candidates: list[dict[str, Any]] = []
     for faq in state.get("faqs", []):
-        if (faq.get("relevance") or 0.0) >= threshold:
+        if _is_evidence(faq, threshold):
             candidates.append({"answer": faq["answer"], "hit": faq, "faq": True})
     calls = 0
-    for hit in [h for h in state.get("hits", []) if (h.get("relevance") or 0.0) >= threshold][: ctx.read_k]:
+    for hit in [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]:
         if _spent({**state, "llm_calls": state.get("llm_calls", 0) + calls}, reserve_calls=1):
             break
         reply = _generate(
             read_messages(state["sub_question"], hit_from_dict(hit)), runtime, ctx.read_tokens, stop=("\n",)
         )
-        reply = trim_to_answer(reply, state["sub_question"])
         calls += 1
-        answer = clean_answer(reply)
+        answer = reader_answer(reply, state["sub_question"])
         if answer:
             candidates.append({"answer": answer, "hit": hit, "faq": False})
     trace = _event(
@@ -391,13 +381,12 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
     ctx = runtime.context
     plan, answers = state["plan"], state.get("answers", {})
     complete = bool(plan) and str(plan[-1]["id"]) in answers
-    exhausted = None if complete else _spent(state, reserve_calls=1)
-    if (
-        not complete
-        and exhausted is None
-        and state.get("backtracks", 0) >= state["budgets"]["max_backtracks"]
-    ):
-        exhausted = "backtracks" if state.get("strategy", 0) < 2 else None
+    exhausted = None
+    if not complete:  # say what stopped the search, if a budget did
+        exhausted = _spent(state, reserve_calls=1)
+        out_of_backtracks = state.get("backtracks", 0) >= state["budgets"]["max_backtracks"]
+        if exhausted is None and out_of_backtracks and state.get("strategy", 0) < 2:
+            exhausted = "backtracks"
     sources: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
     for step in plan:
@@ -417,8 +406,7 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
                 "citations": numbers,
             }
         )
-    last = plan[-1] if plan else None
-    if last is not None and str(last["id"]) in answers:
+    if complete:
         final = claims[-1]
         text = f"{final['answer']} " + "".join(f"[{n}]" for n in final["citations"])
         runtime.stream_writer({"event": "token", "text": text})
@@ -435,7 +423,7 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
     # The chain broke. Evidence gathered on the way (and by the last retrieval) may still answer it.
     pool = {h["chunk_id"]: h for h in sources}
     for hit in state.get("hits", []):
-        if (hit.get("relevance") or 0.0) >= ctx.score_threshold:
+        if _is_evidence(hit, ctx.score_threshold):
             pool.setdefault(hit["chunk_id"], hit)
     evidence = list(pool.values())[: max(state.get("top_k", 2), 2)]
     trace = _event(

@@ -81,6 +81,8 @@ def test_streaming_sends_retrieval_tokens_then_done(client: TestClient) -> None:
         ({"kb": "demo", "question": "   "}, 422, "question is empty"),
         ({"kb": "demo", "question": "x" * 2001}, 422, "limit is 2000"),
         ({"kb": "demo", "question": "x" * 200_000}, 422, "question"),
+        ({"kb": "demo", "question": "x" * 10_240, "mode": "agentic"}, 422, "limit is 2000"),  # 10 KB
+        ({"kb": "demo", "question": "q", "mode": "deep"}, 422, "mode"),
         ({"kb": "demo"}, 422, "question: Field required"),
         ({"kb": "../etc", "question": "hi"}, 422, "kb"),
         ({"kb": "nope", "question": "hi"}, 404, "'nope' does not exist"),
