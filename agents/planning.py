@@ -97,27 +97,36 @@ DECOMPOSE_INSTRUCTION = (
     'like [{"id": 1, "question": "..."}, {"id": 2, "question": "... #1 ..."}].'
 )
 
-_EXAMPLE_Q = (
-    "Who was the first president of the association which published Journal of Psychotherapy Integration?"
-)
-_EXAMPLE_A = (
-    '[{"id": 1, "question": "Which association published Journal of Psychotherapy Integration?"}, '
-    '{"id": 2, "question": "Who was the first president of #1?"}]'
+#: Worked examples (invented, not from any evaluation set): a chain, a comparison, a "both" question.
+_EXAMPLES = (
+    (
+        "Who founded the company that makes the PlayStation?",
+        '[{"id": 1, "question": "Which company makes the PlayStation?"}, '
+        '{"id": 2, "question": "Who founded #1?"}]',
+    ),
+    (
+        "Which river is longer, the Danube or the Rhine?",
+        '[{"id": 1, "question": "How long is the Danube?"}, {"id": 2, "question": "How long is the Rhine?"}]',
+    ),
+    (
+        "Are Ridley Scott and Ang Lee both film directors?",
+        '[{"id": 1, "question": "What is the occupation of Ridley Scott?"}, '
+        '{"id": 2, "question": "What is the occupation of Ang Lee?"}]',
+    ),
 )
 
 
 def decompose_messages(question: str, *, avoid: Sequence[str] = ()) -> list[ChatMessage]:
-    """The decomposition prompt: one worked example, then the question. ``avoid`` lists sub-questions
+    """The decomposition prompt: worked examples, then the question. ``avoid`` lists sub-questions
     that found nothing on an earlier attempt (a re-plan after backtracking)."""
     note = ""
     if avoid:
         note = "\nThese questions found nothing before; ask differently: " + "; ".join(avoid)
-    return [
-        {"role": "system", "content": DECOMPOSE_INSTRUCTION},
-        {"role": "user", "content": _EXAMPLE_Q},
-        {"role": "assistant", "content": _EXAMPLE_A},
-        {"role": "user", "content": question + note},
-    ]
+    messages: list[ChatMessage] = [{"role": "system", "content": DECOMPOSE_INSTRUCTION}]
+    for asked, plan in _EXAMPLES:
+        messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": plan}]
+    messages.append({"role": "user", "content": question + note})
+    return messages
 
 
 def parse_plan(text: str, question: str) -> Plan:

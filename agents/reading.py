@@ -61,6 +61,10 @@ def trim_to_answer(reply: str, question: str) -> str:
     if len(words) < 4 or not asked:
         return reply
     for cut in range(1, len(words) - 2):
+        if _capitalised(words[cut - 1]) and _capitalised(words[cut]):
+            continue  # never inside a name: "Christopher Nolan is a director" keeps "Christopher Nolan"
+        if not tokens(" ".join(words[:cut])):
+            continue  # an article alone is no answer
         rest = tokens(" ".join(words[cut:]))
         if len(rest) >= 3 and rest[0] in asked and sum(t in asked for t in rest) / len(rest) >= 0.8:
             head = " ".join(words[:cut]).rstrip(",;:")
@@ -68,6 +72,10 @@ def trim_to_answer(reply: str, question: str) -> str:
                 head = head.removesuffix(verb)
             return head or reply
     return reply
+
+
+def _capitalised(word: str) -> bool:
+    return word[:1].isupper()
 
 
 def reader_answer(reply: str, question: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents import planning
+from agents import composing, planning
 from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from agents.reading import (
@@ -106,6 +106,7 @@ class AgenticContext:
     score_threshold: float
     scorer: SupportScorer = field(default_factory=OverlapSupportScorer)
     read_k: int = 3
+    compose_k: int = 4
     max_tokens: int = 192
     plan_tokens: int = 160
     read_tokens: int = 24
@@ -377,7 +378,9 @@ def backtrack(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
 
 
 def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
-    """The final step's answer with a citation per answered step; else generate from what was found."""
+    """A chain's last answer with a citation per answered step; else the question answered by the
+    model from the steps' facts and the evidence found (a comparison held to one of its options,
+    a yes/no question to yes or no)."""
     ctx = runtime.context
     plan, answers = state["plan"], state.get("answers", {})
     complete = bool(plan) and str(plan[-1]["id"]) in answers
@@ -406,11 +409,15 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
                 "citations": numbers,
             }
         )
-    if complete:
+    form = composing.shape(state["question"])
+    chained = complete and form.kind == "open" and bool(plan[-1]["depends"])
+    if chained and len(claims[-1]["answer"].split()) <= composing.MAX_CHAIN_ANSWER_WORDS:
         final = claims[-1]
         text = f"{final['answer']} " + "".join(f"[{n}]" for n in final["citations"])
         runtime.stream_writer({"event": "token", "text": text})
-        trace = _event(runtime, "compose", answered_steps=len(claims), of=len(plan), exhausted=exhausted)
+        trace = _event(
+            runtime, "compose", how="chain", answered_steps=len(claims), of=len(plan), exhausted=exhausted
+        )
         cited = {n for c in claims for n in c["citations"]}
         return {
             "answer": text,
@@ -420,15 +427,18 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
             "exhausted": exhausted,
             "trace": trace,
         }
-    # The chain broke. Evidence gathered on the way (and by the last retrieval) may still answer it.
-    pool = {h["chunk_id"]: h for h in sources}
-    for hit in state.get("hits", []):
-        if _is_evidence(hit, ctx.score_threshold):
+    # Put the facts together: the steps' evidence first, then what the whole question retrieves.
+    whole = [hit_to_dict(h) for h in ctx.search(state["kb"], state["question"], state.get("top_k", 2))]
+    pool = {h["chunk_id"]: h for h in sources[: ctx.compose_k]}
+    for hit in [*whole, *state.get("hits", [])]:
+        if len(pool) < ctx.compose_k and _is_evidence(hit, ctx.score_threshold):
             pool.setdefault(hit["chunk_id"], hit)
-    evidence = list(pool.values())[: max(state.get("top_k", 2), 2)]
+    evidence = list(pool.values())
     trace = _event(
         runtime,
         "compose",
+        how=form.kind,
+        options=list(form.options),
         answered_steps=len(claims),
         of=len(plan),
         exhausted=exhausted,
@@ -438,12 +448,20 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
         out = _no_evidence(state, runtime)
         return {**out, "claims": claims, "exhausted": exhausted, "trace": trace}
     hits = [hit_from_dict(h) for h in evidence]
-    text = _generate(grounded_messages(state["question"], hits), runtime, ctx.max_tokens, stream=True)
+    facts = [composing.Fact(c["question"], c["answer"]) for c in claims]
+    messages = composing.compose_messages(state["question"], facts, hits, form)
+    if form.kind == "open":
+        text = _generate(messages, runtime, ctx.max_tokens, stream=True)
+    else:  # held to yes/no or an option before anyone sees it
+        reply = _generate(messages, runtime, ctx.read_tokens, stop=("\n",))
+        text = composing.final_answer(reply, form)
+        runtime.stream_writer({"event": "token", "text": text})
     text, numbers = attribute(text, hits)
+    cited = set(numbers) or {1 + i for i, h in enumerate(evidence) if h in sources}
     return {
         "answer": text,
         "grounded": True,
-        "citations": _citations(evidence, set(numbers)),
+        "citations": _citations(evidence, cited),
         "claims": claims,
         "exhausted": exhausted,
         "llm_calls": 1,
