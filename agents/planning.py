@@ -160,6 +160,13 @@ def parse_plan(text: str, question: str) -> Plan:
     return Plan(fixed, repairs)
 
 
+def plan_of(questions: Sequence[str], note: str) -> Plan:
+    """A plan from ready sub-questions (a rule plan), references checked like a model's."""
+    repairs = [note]
+    steps = [Step(i, q) for i, q in enumerate(questions[:MAX_STEPS], 1)]
+    return Plan([_fix_references(step, repairs) for step in steps], repairs)
+
+
 def _fix_references(step: Step, repairs: list[str]) -> Step:
     """A reference to the step itself or to a later one would loop: it points at the previous
     step's answer instead (or is dropped from step 1)."""

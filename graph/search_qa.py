@@ -7,7 +7,8 @@
                                    rewrite <------------------------------------ answered, more steps
                                                                       compose <---+ done / budget spent
 
-Strategies, in the order backtracking tries them: 0 the model's plan; 1 a new plan that avoids the
+Strategies, in the order backtracking tries them: 0 a plan read off the question's grammar
+(agents/rule_plans.py) or, where no rule fits, the model's plan; 1 a model plan that avoids the
 sub-questions that found nothing; 2 the question whole, as one step. Budgets (hops, backtracks, LLM
 calls, a deadline) live in the state; when one runs out the graph composes from what it has and
 says which one ran out. Every decision is appended to ``trace``. Hits are kept in the state as plain
@@ -25,7 +26,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents import composing, planning
+from agents import composing, planning, rule_plans
 from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from agents.reading import (
@@ -238,9 +239,14 @@ def single(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, A
 def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
     strategy = state.get("strategy", 0)
     question = state["question"]
+    rules = rule_plans.rule_plan(question) if strategy == 0 else None
+    label = STRATEGIES[min(strategy, 2)]
     if strategy >= 2 or _spent(state, reserve_calls=1):
         plan = planning.Plan([planning.Step(1, question)], ["answering the question whole"], True)
         calls = 0
+    elif rules:  # the question's grammar says what to find first: no model call
+        plan = planning.plan_of(rules, "plan read off the question's grammar")
+        calls, label = 0, "rule plan"
     else:
         text = _generate(
             planning.decompose_messages(question, avoid=state.get("failed", [])),
@@ -251,9 +257,7 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
         plan = planning.parse_plan(text, question)
         calls = 1
     steps = plan.as_trace()
-    trace = _event(
-        runtime, "decompose", strategy=STRATEGIES[min(strategy, 2)], plan=steps, repairs=plan.repairs
-    )
+    trace = _event(runtime, "decompose", strategy=label, plan=steps, repairs=plan.repairs)
     return {"plan": steps, "step": 0, "llm_calls": calls, "trace": trace}
 
 

@@ -1,0 +1,155 @@
+"""Plans read off the question's grammar, for the shapes that do not need a model to split.
+
+A 0.5B model asked to decompose often copies the question as its first step. The commonest
+multi-hop shapes in English say plainly what must be found first: an entity described instead of
+named. ``rule_plan`` takes the innermost description, asks for it, puts ``#n`` in its place and
+repeats until the question names everything:
+
+    "Who was the first president of the association which published Journal X?"
+    1. Which association published Journal X?      2. Who was the first president of #1?
+
+Shapes: "X's <role>" and "the <role> of X" (author, performer, composer, …, birthplace);
+"the <noun> which/that/where/in which <clause>" ending the question; "the <noun> X is from / is
+part of / is in". A question none of them fits has no rule plan (the model plans it).
+"""
+
+from __future__ import annotations
+
+import re
+
+from agents.answer_text import tokens
+
+#: People and places a description names by their relation to something else.
+ROLES = (
+    "author",
+    "writer",
+    "performer",
+    "performers",
+    "singer",
+    "director",
+    "producer",
+    "composer",
+    "creator",
+    "founder",
+    "publisher",
+    "developer",
+    "manufacturer",
+    "owner",
+    "spouse",
+    "wife",
+    "husband",
+    "father",
+    "mother",
+    "son",
+    "daughter",
+    "birthplace",
+    "hometown",
+    "headquarters",
+)
+_PLACE_ROLES = {"birthplace": "Where was {x} born?", "hometown": "What is the hometown of {x}?"}
+_HEADQUARTERS = "Where are the headquarters of {x}?"
+
+_SMALL = r"(?:of|the|and|a|an|with|in|on|for|to|no|de|du|von|van|la|le|&)"
+_WORD = r"(?:[A-Z0-9#][\w.'&-]*|\([^)]*\))"
+#: A name: capitalised words, with the small words and commas names carry ("Alexander and the
+#: Terrible, Horrible, No Good, Very Bad Day"), or a reference to an earlier step (#1).
+_NAME = rf"{_WORD}(?:,?\s+(?:{_SMALL}\s+)*{_WORD})*"
+_ROLE = "|".join(sorted(ROLES, key=len, reverse=True))
+_AUX = r"(?:is|was|are|were)"
+
+_POSSESSIVE = re.compile(rf"(?P<x>{_NAME})'s?\s+(?P<role>{_ROLE})\b")
+_ROLE_OF = re.compile(rf"the\s+(?P<role>{_ROLE})\s+of\s+(?P<x>{_NAME})")
+_RELATIVE = re.compile(
+    r"the\s+(?P<noun>[a-z]+)\s+(?P<rel>in\s+which|which|that|where|whom|who)\s+"
+    # the clause runs to the end; a comma only inside a name ("Leland, North Carolina")
+    r"(?P<clause>(?:[^?,]|,\s*(?=[A-Z]))+?)\s*\??\s*$"
+)
+_BELONGS = re.compile(
+    rf"the\s+(?P<noun>[a-z]+)\s+(?P<x>{_NAME})\s+(?P<aux>{_AUX})\s+(?P<prep>from|(?:a\s+)?part\s+of|located\s+in|based\s+in|in)\b"
+)
+
+#: Steps a rule plan may hold, like a model plan.
+MAX_STEPS = 4
+
+
+def _role_question(role: str, x: str) -> str:
+    role = role.removesuffix("s") if role == "performers" else role
+    if role in _PLACE_ROLES:
+        return _PLACE_ROLES[role].format(x=x)
+    if role == "headquarters":
+        return _HEADQUARTERS.format(x=x)
+    return f"Who is the {role} of {x}?"
+
+
+def _relative_question(noun: str, rel: str, clause: str) -> str:
+    clause = clause.strip().rstrip(",")
+    if rel in ("where", "in which"):
+        # "the country where the Bubye River is found" -> "In which country is the Bubye River found?"
+        aux = re.search(rf"\s{_AUX}\s", f" {clause} ")
+        if aux:
+            head, tail = clause[: aux.start()].strip(), clause[aux.end() - 1 :].strip()
+            return f"In which {noun} {aux.group(0).strip()} {head} {tail}?".replace("  ", " ")
+        return f"In which {noun} {clause}?"
+    if rel in ("who", "whom"):
+        return f"Who {clause}?"
+    return f"Which {noun} {clause}?"
+
+
+def _inside_name(question: str, start: int) -> bool:
+    """Whether ``start`` is a later word of a capitalised name ("Love" in "Hello Love's")."""
+    before = question[:start].rstrip().split(" ")[-1:] or [""]
+    return start > 0 and (question[start - 1] != " " or before[0][:1].isupper())
+
+
+def _innermost(question: str) -> tuple[int, int, str] | None:
+    """(start, end, sub-question) of the rightmost description in the question, if any."""
+    best: tuple[int, int, str] | None = None
+    for start in range(len(question)):
+        if start and question[start - 1].isalnum():
+            continue
+        found: tuple[int, int, str] | None = None
+        m = _POSSESSIVE.match(question, start)
+        if m and not _inside_name(question, start):
+            found = (m.start(), m.end(), _role_question(m["role"], m["x"]))
+        for pattern in (_ROLE_OF, _RELATIVE, _BELONGS):
+            if found:
+                break
+            m = pattern.match(question, start)
+            if not m:
+                continue
+            if pattern is _ROLE_OF:
+                found = (m.start(), m.end(), _role_question(m["role"], m["x"]))
+            elif pattern is _RELATIVE:
+                found = (m.start(), m.end(), _relative_question(m["noun"], m["rel"], m["clause"]))
+            else:
+                prep = " ".join(m["prep"].split())
+                found = (m.start(), m.end(), f"Which {m['noun']} {m['aux']} {m['x']} {prep}?")
+        if found:
+            best = found
+    return best
+
+
+def _has_content(text: str) -> bool:
+    """Something left to ask beyond the reference: "Who is #1?" has nothing, "Who founded #1?" has."""
+    empty = {"who", "what", "which", "where", "when", "is", "was", "are", "were", "it", "that", "this"}
+    return any(t not in empty and not t.isdigit() for t in tokens(re.sub(r"#\d+", " ", text)))
+
+
+def rule_plan(question: str) -> list[str] | None:
+    """The steps (later ones referring to earlier answers as #n), or None when no rule fits."""
+    rest = " ".join(question.split())
+    steps: list[str] = []
+    while len(steps) < MAX_STEPS - 1:
+        found = _innermost(rest)
+        if found is None:
+            break
+        start, end, asked = found
+        remainder = f"{rest[:start]}#{len(steps) + 1}{rest[end:]}"
+        if not _has_content(remainder) or asked.rstrip("?").strip() == rest.rstrip("?").strip():
+            break
+        steps.append(asked)
+        rest = remainder
+    if not steps:
+        return None
+    last = rest.strip()
+    return [*steps, last if last.endswith("?") else last + "?"]
