@@ -74,6 +74,13 @@ def trim_to_answer(reply: str, question: str) -> str:
     return reply
 
 
+def echoes(answer: str, question: str) -> bool:
+    """The answer only repeats words of the question ("Brand" for "Who is the author of Brand?")."""
+    words = tokens(answer)
+    asked = set(tokens(question))
+    return bool(words) and all(w in asked for w in words)
+
+
 def _capitalised(word: str) -> bool:
     return word[:1].isupper()
 

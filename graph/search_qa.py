@@ -33,6 +33,7 @@ from agents.reading import (
     Candidate,
     OverlapSupportScorer,
     SupportScorer,
+    echoes,
     read_messages,
     reader_answer,
 )
@@ -297,6 +298,8 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         if _is_evidence(faq, threshold):
             candidates.append({"answer": faq["answer"], "hit": faq, "faq": True})
     calls = 0
+    open_question = composing.shape(state["sub_question"]).kind == "open"
+    echoed: list[str] = []
     for hit in [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]:
         if _spent({**state, "llm_calls": state.get("llm_calls", 0) + calls}, reserve_calls=1):
             break
@@ -305,13 +308,16 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         )
         calls += 1
         answer = reader_answer(reply, state["sub_question"])
-        if answer:
+        if answer and open_question and echoes(answer, state["sub_question"]):
+            echoed.append(answer)  # names what the question already names: no answer
+        elif answer:
             candidates.append({"answer": answer, "hit": hit, "faq": False})
     trace = _event(
         runtime,
         "read",
         step=state["plan"][state["step"]]["id"],
         candidates=[{"answer": c["answer"][:200], "doc_id": c["hit"]["doc_id"]} for c in candidates],
+        echoed=echoed,
     )
     return {"candidates": candidates, "llm_calls": calls, "trace": trace}
 

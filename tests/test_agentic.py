@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agents import composing, planning, rule_plans
-from agents.reading import READ_INSTRUCTION, clean_answer, trim_to_answer
+from agents.reading import READ_INSTRUCTION, clean_answer, echoes, trim_to_answer
 from api.app import create_app
 from api.services import Services
 from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
@@ -143,6 +143,8 @@ def test_reader_replies_are_cleaned() -> None:
         trim_to_answer("The American Psychological Association", STEP_1)
         == "The American Psychological Association"
     )
+    assert echoes("Brand", "Who is the author of Brand?")  # the question's own entity is no answer
+    assert not echoes("Henrik Ibsen", "Who is the author of Brand?")
     comparison = "Which band was formed first The Exies or Circus Diablo?"
     assert trim_to_answer("The Exies was formed first", comparison) == "The Exies"  # not "The"
     both = "Are Christopher Nolan and Ang Lee both film directors?"
