@@ -45,6 +45,16 @@ _NAME = rf"{_WORD}(?:\s+(?:(?:of|the|and|de|du|von|van|la|le|for|on|in|&)\s+)*{_
 _CHOICE_EN = re.compile(rf"(?:\bthe\s+)?({_NAME})\s*,?\s+or\s+(?:the\s+)?({_NAME})\s*\??\s*$")
 
 
+#: Tokens the composed answer may take: a short answer, not an essay.
+COMPOSE_TOKENS = 48
+
+_PREAMBLE = re.compile(
+    r"^(?:based on|according to|from)\s+(?:the\s+)?(?:information|documents?|facts?|context)"
+    r"[^,:]{0,60}[,:]\s*",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class Shape:
     kind: Kind
@@ -81,8 +91,10 @@ def compose_messages(
 
 
 def final_answer(reply: str, form: Shape) -> str:
-    """The reply held to the question's form: "yes"/"no", or the option it names; else as is."""
-    text = reply.strip()
+    """The reply held to the question's form: "yes"/"no", or the option it names; else as is,
+    without a preamble ("Based on the documents, …")."""
+    text = _PREAMBLE.sub("", reply.strip(), count=1).strip()
+    text = text[:1].upper() + text[1:] if text[:1].islower() and text != reply.strip() else text
     words = tokens(text)
     if form.kind == "yesno" and words:
         for word in words[:4]:

@@ -131,7 +131,8 @@ def _innermost(question: str) -> tuple[int, int, str] | None:
 
 def _has_content(text: str) -> bool:
     """Something left to ask beyond the reference: "Who is #1?" has nothing, "Who founded #1?" has."""
-    empty = {"who", "what", "which", "where", "when", "is", "was", "are", "were", "it", "that", "this"}
+    empty = {"who", "what", "which", "where", "when", "is", "was", "are", "were", "it", "that", "this", "of"}
+    empty |= {"name", "called", "first", "last", "full"}  # "What is the last name of #1?" asks #1 again
     return any(t not in empty and not t.isdigit() for t in tokens(re.sub(r"#\d+", " ", text)))
 
 

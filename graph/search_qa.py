@@ -460,12 +460,10 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
     hits = [hit_from_dict(h) for h in evidence]
     facts = [composing.Fact(c["question"], c["answer"]) for c in claims]
     messages = composing.compose_messages(state["question"], facts, hits, form)
-    if form.kind == "open":
-        text = _generate(messages, runtime, ctx.max_tokens, stream=True)
-    else:  # held to yes/no or an option before anyone sees it
-        reply = _generate(messages, runtime, ctx.read_tokens, stop=("\n",))
-        text = composing.final_answer(reply, form)
-        runtime.stream_writer({"event": "token", "text": text})
+    # Held to the question's form (and stripped of preambles) before anyone sees it: one token event.
+    reply = _generate(messages, runtime, composing.COMPOSE_TOKENS, stop=("\n",))
+    text = composing.final_answer(reply, form)
+    runtime.stream_writer({"event": "token", "text": text})
     text, numbers = attribute(text, hits)
     cited = set(numbers) or {1 + i for i, h in enumerate(evidence) if h in sources}
     return {

@@ -202,6 +202,7 @@ def test_the_final_answer_shape_follows_the_question(
             ["Which film was shot in or around Leland, North Carolina in 1986?", "Who directed #1?"],
         ),
         ("Who is the director of Titanic?", None),  # one hop: nothing left to ask after the role
+        ("What is the last name of the player who scored a touchdown in the fourth quarter?", None),
         ("When did Apollo 11 land on the Moon?", None),
         # a clause that does not end the question is left to the model
         ("In the country that Jiménez is a part, what share of edits were from there?", None),
@@ -219,6 +220,8 @@ def test_final_answers_are_held_to_the_question_form() -> None:
     assert composing.final_answer("Yes, both are directors.", yesno) == "yes"
     assert composing.final_answer("No.", yesno) == "no"
     assert composing.final_answer("Perhaps", yesno) == "Perhaps"  # not forced when the model hedges
+    preamble = "Based on the information provided in the documents, the press is in Columbus, Ohio."
+    assert composing.final_answer(preamble, composing.Shape("open")) == "The press is in Columbus, Ohio."
     choice = composing.Shape("choice", ("The Exies", "Circus Diablo"))
     assert composing.final_answer("Circus Diablo was formed in 2004", choice) == "Circus Diablo"
     assert composing.final_answer("The Exies", choice) == "The Exies"
