@@ -45,6 +45,9 @@ _NAME = rf"{_WORD}(?:\s+(?:(?:of|the|and|de|du|von|van|la|le|for|on|in|&)\s+)*{_
 _CHOICE_EN = re.compile(rf"(?:\bthe\s+)?({_NAME})\s*,?\s+or\s+(?:the\s+)?({_NAME})\s*\??\s*$")
 
 
+#: Characters at the end of a question searched for "A or B" (bounded work on a 10 KB question).
+_CHOICE_TAIL = 200
+
 #: Tokens the composed answer may take: a short answer, not an essay.
 COMPOSE_TOKENS = 48
 
@@ -66,7 +69,7 @@ def shape(question: str) -> Shape:
     q = question.strip()
     if _YESNO_EN.match(q) or _YESNO_ZH.search(q):
         return Shape("yesno")
-    match = _CHOICE_EN.search(q)
+    match = _CHOICE_EN.search(q[-_CHOICE_TAIL:])  # the options end the question
     if match:
         return Shape("choice", (match.group(1).strip(), match.group(2).strip()))
     return Shape("open")

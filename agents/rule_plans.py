@@ -70,6 +70,8 @@ _BELONGS = re.compile(
 
 #: Steps a rule plan may hold, like a model plan.
 MAX_STEPS = 4
+#: Longest question the rules read (the public sets' longest is 300 characters).
+MAX_CHARS = 400
 
 
 def _role_question(role: str, x: str) -> str:
@@ -139,6 +141,8 @@ def _has_content(text: str) -> bool:
 def rule_plan(question: str) -> list[str] | None:
     """The steps (later ones referring to earlier answers as #n), or None when no rule fits."""
     rest = " ".join(question.split())
+    if len(rest) > MAX_CHARS:
+        return None  # a passage, not a question's sentence: the model plans it (and rules stay fast)
     steps: list[str] = []
     while len(steps) < MAX_STEPS - 1:
         found = _innermost(rest)
