@@ -46,7 +46,7 @@ _CHOICE_EN = re.compile(rf"(?:\bthe\s+)?({_NAME})\s*,?\s+or\s+(?:the\s+)?({_NAME
 
 
 #: Characters at the end of a question searched for "A or B" (bounded work on a 10 KB question).
-_CHOICE_TAIL = 200
+_CHOICE_TAIL = 400
 
 #: Tokens the composed answer may take: a short answer, not an essay.
 COMPOSE_TOKENS = 48
