@@ -160,6 +160,23 @@ def parse_plan(text: str, question: str) -> Plan:
     return Plan(fixed, repairs)
 
 
+# An open question about two things ("What do A and B have in common?") may be answered from
+# steps that do not build on each other; any other open question needs a chain.
+_TWO_THINGS = re.compile(
+    r"\b(?:both|either|neither|in common|connected|related|the same|differ|difference)\b", re.IGNORECASE
+)
+
+
+def chains(plan: Plan) -> bool:
+    """Some step builds on an earlier step's answer."""
+    return any(step.depends for step in plan.steps)
+
+
+def asks_about_two(question: str) -> bool:
+    """The question is about two things, so steps that do not build on each other may answer it."""
+    return bool(_TWO_THINGS.search(question))
+
+
 def plan_of(questions: Sequence[str], note: str) -> Plan:
     """A plan from ready sub-questions (a rule plan), references checked like a model's."""
     repairs = [note]

@@ -48,9 +48,15 @@ def clean_answer(text: str) -> str | None:
         if line.lower().startswith(prefix):
             line = line[len(prefix) :].strip()
     line = line.strip(" \"'.。")
+    if line.count('"') % 2:  # 'The series "Charmed' lost its closing quote to the strip
+        line = line.replace('"', "")
     if not line or normalize(line) in {normalize(u) for u in _UNKNOWN} or "unknown" in line.lower()[:12]:
         return None
     return line[:200]
+
+
+#: Words an answer does not end with: a cut after one leaves half a name.
+_OPEN_ENDS = {"and", "or", "of", "the", "a", "an", "&", "de", "in", "for", "to", "with", "on", "at", "by"}
 
 
 def trim_to_answer(reply: str, question: str) -> str:
@@ -65,13 +71,29 @@ def trim_to_answer(reply: str, question: str) -> str:
             continue  # never inside a name: "Christopher Nolan is a director" keeps "Christopher Nolan"
         if not tokens(" ".join(words[:cut])):
             continue  # an article alone is no answer
+        if words[cut - 1].lower() in _OPEN_ENDS:
+            continue  # "The Lakota and" is half a name: the cut goes after it or nowhere
         rest = tokens(" ".join(words[cut:]))
         if len(rest) >= 3 and rest[0] in asked and sum(t in asked for t in rest) / len(rest) >= 0.8:
             head = " ".join(words[:cut]).rstrip(",;:")
             for verb in (" is", " was", " are", " were"):
                 head = head.removesuffix(verb)
             return head or reply
-    return reply
+    return _after_restated_head(words, asked) or reply
+
+
+def _after_restated_head(words: list[str], asked: set[str]) -> str | None:
+    """The answer at the end of a reply that first restates the question: "Australian National
+    University is located in Sydney" (asked where it is located) -> "Sydney"."""
+    for cut in range(len(words) - 1, 2, -1):
+        if _capitalised(words[cut - 1]) and _capitalised(words[cut]):
+            continue  # never inside a name ("G. Stanley Hall")
+        head, tail = tokens(" ".join(words[:cut])), tokens(" ".join(words[cut:]))
+        if len(head) < 3 or head[0] not in asked or sum(t in asked for t in head) / len(head) < 0.8:
+            continue
+        if tail and not all(t in asked for t in tail):
+            return " ".join(words[cut:]).strip(" ,;:")
+    return None
 
 
 def echoes(answer: str, question: str) -> bool:

@@ -10,7 +10,13 @@ repeats until the question names everything:
 
 Shapes: "X's <role>" and "the <role> of X" (author, performer, composer, …, birthplace);
 "the <noun> which/that/where/in which <clause>" ending the question; "the <noun> X is from / is
-part of / is in". A question none of them fits has no rule plan (the model plans it).
+part of / is in". Where none of these fits, a bridge whose question sits inside the description
+(HotpotQA's commonest shape) is split in two:
+
+    "Drew Fuller starred in a series that originally broadcast on what station?"
+    1. Drew Fuller starred in which series?        2. #1 originally broadcast on what station?
+
+A question none of them fits has no rule plan (the model plans it).
 """
 
 from __future__ import annotations
@@ -67,6 +73,24 @@ _RELATIVE = re.compile(
 _BELONGS = re.compile(
     rf"the\s+(?P<noun>[a-z]+)\s+(?P<x>{_NAME})\s+(?P<aux>{_AUX})\s+(?P<prep>from|(?:a\s+)?part\s+of|located\s+in|based\s+in|in)\b"
 )
+
+# A bridge whose question sits inside the description ("Drew Fuller starred in a series that
+# originally broadcast on what station?"): the main clause finds the entity, the clause asks about it.
+_BRIDGE_MARKER = (
+    r"(?P<rel>who|that|which|whose|where)|"
+    r"(?P<part>(?:[a-z]+ed|known|born|built|made|written|run|held|set|shot|sold|won|grown|seen|led)"
+    r"\s+(?:in|by|after|for|on|at|as|from|with|to)|from)"
+)
+_BRIDGE = re.compile(
+    r"(?P<det>a|an|the)\s+(?P<np>[\w'-]+(?:\s+[\w'-]+){0,5}?)\s+"
+    # the clause runs to the end; a comma only inside a name or before "and"
+    rf"(?:{_BRIDGE_MARKER})\s+(?P<rest>(?:[^?,]|,\s*(?=[A-Z]|and\b))+?)\s*\??\s*$"
+)
+_DET = re.compile(r"\b(?:a|an|the)\b")
+_ASKS = re.compile(r"\b(?:what|which|whom|who|when|where|how\s+(?:many|much|long|old))\b", re.IGNORECASE)
+_NOT_IN_NP = {"a", "an", "the", "is", "was", "are", "were", "who", "that", "which", "whose", "where", "what"}
+_COPULA = {"is", "was", "are", "were", "be", "been", "being", "becomes", "became"}
+_OPENS = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could", "will"}
 
 #: Steps a rule plan may hold, like a model plan.
 MAX_STEPS = 4
@@ -138,6 +162,42 @@ def _has_content(text: str) -> bool:
     return any(t not in empty and not t.isdigit() for t in tokens(re.sub(r"#\d+", " ", text)))
 
 
+def _bridge(question: str) -> list[str] | None:
+    """Two steps for "<main clause> a <noun> that/who/based in … <wh-word> …?": first "<main clause>
+    which <noun>?", then the clause asked of #1. Not when the main clause only says what its subject
+    is ("X is a consultant who …": the description is of X, named already) or the question opens
+    with its own wh-word or as a yes/no question."""
+    words = tokens(question)
+    if not words or words[0] in _OPENS or _ASKS.search(" ".join(question.split()[:3])):
+        return None
+    for det in _DET.finditer(question):
+        m = _BRIDGE.match(question, det.start())
+        if m is None:
+            continue
+        main, np, rest = question[: m.start()].strip().rstrip(","), m["np"], m["rest"].strip()
+        np_words = np.lower().split()
+        if (
+            len(main.split()) < 2
+            or main.split()[-1].lower() in _COPULA
+            or any(w in _NOT_IN_NP for w in np_words)
+            or not _ASKS.search(rest)
+        ):
+            continue
+        if m["rel"] == "whose":
+            second = f"#1's {rest}?"
+        elif m["rel"] == "where":
+            second = f"In #1, {rest}?"
+        elif m["rel"]:
+            second = f"#1 {rest}?"
+        else:
+            part = " ".join(m["part"].split())
+            aux = "was" if part.endswith(" by") else "is"
+            second = f"#1 {aux} {part} {rest}?"
+        if _has_content(second):
+            return [f"{main} which {np}?", second]
+    return None
+
+
 def rule_plan(question: str) -> list[str] | None:
     """The steps (later ones referring to earlier answers as #n), or None when no rule fits."""
     rest = " ".join(question.split())
@@ -155,6 +215,6 @@ def rule_plan(question: str) -> list[str] | None:
         steps.append(asked)
         rest = remainder
     if not steps:
-        return None
+        return _bridge(" ".join(question.split()))
     last = rest.strip()
     return [*steps, last if last.endswith("?") else last + "?"]

@@ -92,6 +92,7 @@ class AgenticState(TypedDict, total=False):
     backtracks: int
     llm_calls: Annotated[int, operator.add]
     exhausted: str | None
+    whole: bool  # the model's plan was set aside: the single-shot answer
     trace: Annotated[list[dict[str, Any]], operator.add]
     answer: str
     grounded: bool
@@ -241,6 +242,7 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
     strategy = state.get("strategy", 0)
     question = state["question"]
     rules = rule_plans.rule_plan(question) if strategy == 0 else None
+    whole = False
     label = STRATEGIES[min(strategy, 2)]
     if strategy >= 2 or _spent(state, reserve_calls=1):
         plan = planning.Plan([planning.Step(1, question)], ["answering the question whole"], True)
@@ -257,9 +259,37 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
         )
         plan = planning.parse_plan(text, question)
         calls = 1
+        if not plan.fallback and _unchained(plan, question):
+            # Steps that do not build on each other restate an open question (a 0.5B model's
+            # usual "plan" for a long bridge question): no plan is better than that one.
+            plan = planning.Plan(
+                [planning.Step(1, question)], [*plan.repairs, WHOLE_NOTE, *_listed(plan)], True
+            )
+            whole = True
     steps = plan.as_trace()
     trace = _event(runtime, "decompose", strategy=label, plan=steps, repairs=plan.repairs)
-    return {"plan": steps, "step": 0, "llm_calls": calls, "trace": trace}
+    return {"plan": steps, "step": 0, "llm_calls": calls, "whole": whole, "trace": trace}
+
+
+#: Why a model's plan was set aside for the single-shot answer (in the trace's repairs).
+WHOLE_NOTE = "the plan's steps do not build on each other: the question is answered whole, single-shot"
+
+
+def _unchained(plan: planning.Plan, question: str) -> bool:
+    """An open question about one thing, and a plan none of whose steps uses an earlier answer."""
+    return (
+        not planning.chains(plan)
+        and composing.shape(question).kind == "open"
+        and not planning.asks_about_two(question)
+    )
+
+
+def _listed(plan: planning.Plan) -> list[str]:
+    return ["set aside: " + "; ".join(s.question for s in plan.steps)]
+
+
+def route_plan(state: AgenticState) -> Literal["rewrite", "single"]:
+    return "single" if state.get("whole") else "rewrite"
 
 
 def rewrite(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
@@ -421,7 +451,7 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
         )
     form = composing.shape(state["question"])
     chained = complete and form.kind == "open" and bool(plan[-1]["depends"])
-    if chained and len(claims[-1]["answer"].split()) <= composing.MAX_CHAIN_ANSWER_WORDS:
+    if chained and composing.is_short_answer(claims[-1]["answer"]):
         final = claims[-1]
         text = f"{final['answer']} " + "".join(f"[{n}]" for n in final["citations"])
         runtime.stream_writer({"event": "token", "text": text})
@@ -437,10 +467,11 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
             "exhausted": exhausted,
             "trace": trace,
         }
-    # Put the facts together: the steps' evidence first, then what the whole question retrieves.
+    # Put the facts together: what the whole question retrieves first (the single-shot context, so
+    # composing starts from what single-shot sees), then the steps' evidence, then the last hits.
     whole = [hit_to_dict(h) for h in ctx.search(state["kb"], state["question"], state.get("top_k", 2))]
-    pool = {h["chunk_id"]: h for h in sources[: ctx.compose_k]}
-    for hit in [*whole, *state.get("hits", [])]:
+    pool: dict[str, dict[str, Any]] = {}
+    for hit in [*whole, *sources, *state.get("hits", [])]:
         if len(pool) < ctx.compose_k and _is_evidence(hit, ctx.score_threshold):
             pool.setdefault(hit["chunk_id"], hit)
     evidence = list(pool.values())
@@ -465,7 +496,8 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
     text = composing.final_answer(reply, form)
     runtime.stream_writer({"event": "token", "text": text})
     text, numbers = attribute(text, hits)
-    cited = set(numbers) or {1 + i for i, h in enumerate(evidence) if h in sources}
+    stepped = {h["chunk_id"] for h in sources}
+    cited = set(numbers) or {1 + i for i, h in enumerate(evidence) if h["chunk_id"] in stepped}
     return {
         "answer": text,
         "grounded": True,
@@ -532,7 +564,7 @@ def build_agentic_graph(checkpointer: Any = None) -> Any:
     b.add_edge(START, "analyse")
     b.add_conditional_edges("analyse", route_analysis, {"decompose": "decompose", "single": "single"})
     b.add_edge("single", END)
-    b.add_edge("decompose", "rewrite")
+    b.add_conditional_edges("decompose", route_plan, {"rewrite": "rewrite", "single": "single"})
     b.add_edge("rewrite", "retrieve")
     b.add_edge("retrieve", "read")
     b.add_edge("read", "aggregate")

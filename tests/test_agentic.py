@@ -10,10 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agents import composing, planning, rule_plans
+from agents.answering import GROUNDED_INSTRUCTION
 from agents.reading import READ_INSTRUCTION, clean_answer, echoes, trim_to_answer
 from api.app import create_app
 from api.services import Services
-from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
+from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, WHOLE_NOTE, AgenticContext, build_agentic_graph
 from retrieval.documents import Document
 from tests.scripted_generator import ScriptedGenerator
 
@@ -134,11 +135,16 @@ def test_plans_are_repaired_or_replaced() -> None:
 
 def test_reader_replies_are_cleaned() -> None:
     assert clean_answer("Answer: G. Stanley Hall.\nBecause…") == "G. Stanley Hall"
+    assert clean_answer('The series "Charmed".') == "The series Charmed"  # no quote left open
     for nothing in ("unknown", "Unknown.", "", "  \n", "不知道"):
         assert clean_answer(nothing) is None
     asked = "Who was the first president of the American Psychological Association?"
     said = "G. Stanley Hall was the first president of the American Psychological Association"
     assert trim_to_answer(said, asked) == "G. Stanley Hall"  # the restated question is dropped
+    said = "The first president of the American Psychological Association was G. Stanley Hall"
+    assert trim_to_answer(said, asked) == "G. Stanley Hall"  # before the answer too, not inside it
+    located = "Australian National University is located in what Australian city?"
+    assert trim_to_answer("Australian National University is located in Sydney", located) == "Sydney"
     assert (
         trim_to_answer("The American Psychological Association", STEP_1)
         == "The American Psychological Association"
@@ -147,6 +153,9 @@ def test_reader_replies_are_cleaned() -> None:
     assert not echoes("Henrik Ibsen", "Who is the author of Brand?")
     comparison = "Which band was formed first The Exies or Circus Diablo?"
     assert trim_to_answer("The Exies was formed first", comparison) == "The Exies"  # not "The"
+    named = "South Dakota is named after which Native American tribes?"
+    said = "The Lakota and Dakota Sioux Native American tribes"
+    assert not trim_to_answer(said, named).endswith(" and")  # never half a name ("The Lakota and")
     both = "Are Christopher Nolan and Ang Lee both film directors?"
     assert trim_to_answer("Christopher Nolan was a film director", both).startswith("Christopher Nolan")
 
@@ -207,6 +216,22 @@ def test_the_final_answer_shape_follows_the_question(
         ("the cat which sat " * 40 + "?", None),  # past MAX_CHARS: a passage, left to the model
         # a clause that does not end the question is left to the model
         ("In the country that Jiménez is a part, what share of edits were from there?", None),
+        # a bridge asked inside the description: the main clause finds it, the clause asks about it
+        (
+            "Maria Lopez starred in a series that originally aired on what network?",
+            ["Maria Lopez starred in which series?", "#1 originally aired on what network?"],
+        ),
+        (
+            "The Blue Comet is a train built by a company based in what city?",
+            ["The Blue Comet is a train built by which company?", "#1 is based in what city?"],
+        ),
+        (
+            "The novel was written by an author whose brother founded what company?",
+            ["The novel was written by which author?", "#1's brother founded what company?"],
+        ),
+        ("Ann Smith is a painter who lived in what city?", None),  # describes its subject, named already
+        ("Who wrote a novel set in what city?", None),  # opens with its own wh-word
+        ("Is the bridge a structure that was built in what year?", None),  # a yes/no opening
     ],
 )
 def test_rule_plans_read_descriptions_innermost_first(question: str, steps: list[str] | None) -> None:
@@ -227,6 +252,13 @@ def test_final_answers_are_held_to_the_question_form() -> None:
     assert composing.final_answer("Circus Diablo was formed in 2004", choice) == "Circus Diablo"
     assert composing.final_answer("The Exies", choice) == "The Exies"
     assert composing.final_answer("Both in 1997", choice) == "Both in 1997"  # names neither: as said
+
+
+def test_a_chain_ends_in_its_last_answer_only_when_that_is_an_answer() -> None:
+    assert composing.is_short_answer("Zimbabwe")
+    assert composing.is_short_answer("Gillian Chung, Bobo Chan, Rachel Ngan, and Cecilia Cheung")  # a list
+    assert not composing.is_short_answer("The station broadcast the series on ABC from 1999 to 2003")
+    assert not composing.is_short_answer("The team and the player are both located in west-central Florida")
 
 
 # --- the graph over real retrieval ------------------------------------------------------------------
@@ -261,6 +293,44 @@ def test_follows_answered_steps_forward_with_a_citation_per_claim(
     assert events[:2] == ["analyse", "decompose"] and events[-1] == "compose" and "rewrite" in events
     assert events.count("retrieve") == 2 and "backtrack" not in events
     assert out["llm_calls"] == len(gen.prompts) and out["hops"] == 2
+
+
+def test_a_plan_that_only_restates_the_question_is_set_aside_for_the_single_shot_answer(
+    kb: Services,
+) -> None:
+    # The 0.5B model's usual "plan" for a long bridge question: the question again, reworded.
+    plan = (
+        '[{"question": "Who was the first president of the publisher of Journal of Psychotherapy '
+        'Integration?"}, {"question": "Which first president had the publishing house?"}]'
+    )
+    gen = ScriptedGenerator([(GROUNDED_INSTRUCTION, "G. Stanley Hall [2]"), (UNRULY, plan)])
+    out = _run(kb, gen, question=UNRULY, mode="agentic")
+    decompose = next(e for e in out["trace"] if e["event"] == "decompose")
+    assert decompose["strategy"] == "model plan" and WHOLE_NOTE in decompose["repairs"]
+    assert any(r.startswith("set aside: Who was the first president") for r in decompose["repairs"])
+    assert out["plan"] == [{"id": 1, "question": UNRULY, "depends": []}]
+    assert not any(p.startswith("Document:") for p in gen.prompts)  # no per-document reads
+    assert out["llm_calls"] == 2 and out["hops"] == 1  # the plan, then the single-shot answer
+    assert out["answer"].startswith("G. Stanley Hall") and out["grounded"] is True
+    assert any(c["cited"] and c["doc_id"] == "apa" for c in out["citations"])
+
+
+@pytest.mark.parametrize(
+    ("question", "kept"),
+    [
+        ("Who was the first president of the publisher of Journal of Psychotherapy Integration?", False),
+        ("Which is older, the American Psychological Association or the Journal?", True),  # a choice
+        ("Are tea and honey both grown in Assam?", True),  # yes/no
+        ("What do tea and honey have in common?", True),  # about two things
+    ],
+)
+def test_only_open_questions_about_one_thing_need_a_chain(question: str, kept: bool) -> None:
+    from graph.search_qa import _unchained
+
+    independent = planning.plan_of(["What is tea?", "What is honey?"], "two steps")
+    chained = planning.plan_of(["What is tea?", "Where is #1 grown?"], "a chain")
+    assert _unchained(independent, question) is not kept
+    assert _unchained(chained, question) is False
 
 
 def test_an_unanswerable_step_backtracks_to_the_root_then_answers_honestly(kb: Services) -> None:
@@ -310,9 +380,9 @@ def test_a_yes_no_question_answers_yes_or_no(kb: Services) -> None:
         "Are the Journal of Psychotherapy Integration and the American Psychological Association "
         "both journals?"
     )
-    plan = (
-        '[{"question": "What is the Journal of Psychotherapy Integration?"}, '
-        '{"question": "What is the American Psychological Association?"}]'
+    plan = (  # the association first: its document leads the steps' evidence
+        '[{"question": "What is the American Psychological Association?"}, '
+        '{"question": "What is the Journal of Psychotherapy Integration?"}]'
     )
     gen = ScriptedGenerator(
         [
@@ -328,9 +398,14 @@ def test_a_yes_no_question_answers_yes_or_no(kb: Services) -> None:
     out = _run(kb, gen, question=question, mode="agentic")
     assert out["answer"].startswith("no") and out["grounded"] is True
     assert [c["answer"] for c in out["claims"]] == [
-        "a quarterly peer-reviewed journal",
         "an association founded in 1892",
+        "a quarterly peer-reviewed journal",
     ]
+    # The documents the whole question retrieves come first (what single-shot would see), then the
+    # steps' evidence: the journal's document leads although the association's step came first.
+    prompt = next(p for p in gen.prompts if "Reply with yes or no only" in p)
+    first = kb.retriever.search("psy", question, 2)[0]
+    assert first.doc_id == "jpi" and prompt.startswith(f"Document 1: {first.reader_text}")
     assert any(c["cited"] for c in out["citations"])  # "no" cites the facts' documents
 
 
@@ -345,7 +420,8 @@ def test_budgets_end_the_search_and_say_which_ran_out(kb: Services) -> None:
 
 
 def test_documents_reach_the_model_as_data(kb: Services) -> None:
-    gen = ScriptedGenerator([(QUESTION, '[{"question": "What do bees make in their hives?"}]')])
+    plan = '[{"question": "What do bees make in their hives?"}, {"question": "Who eats #1?"}]'
+    gen = ScriptedGenerator([(QUESTION, plan)])
     _run(kb, gen, mode="agentic")
     reads = [p for p in gen.prompts if p.startswith("Document:") and "HACKED" in p]
     assert reads, "the injected document was retrieved and read"
@@ -360,7 +436,8 @@ def test_topology_snapshot() -> None:
         "__start__ --> analyse;",
         "analyse -.-> decompose;",
         "analyse -.-> single;",
-        "decompose --> rewrite;",
+        "decompose -.-> rewrite;",
+        "decompose -.-> single;",
         "rewrite --> retrieve;",
         "retrieve --> read;",
         "read --> aggregate;",
