@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents import composing
 from agents.generation.base import ChatMessage
 
 #: Where a plan's JSON list ends (generation stops there; the parser gets it back).
@@ -166,15 +167,25 @@ _TWO_THINGS = re.compile(
     r"\b(?:both|either|neither|in common|connected|related|the same|differ|difference)\b", re.IGNORECASE
 )
 
-
-def chains(plan: Plan) -> bool:
-    """Some step builds on an earlier step's answer."""
-    return any(step.depends for step in plan.steps)
+#: Why a model's plan was set aside for the single-shot answer (in the trace's repairs).
+SET_ASIDE_NOTE = "the plan's steps do not build on each other: the question is answered whole, single-shot"
 
 
-def asks_about_two(question: str) -> bool:
-    """The question is about two things, so steps that do not build on each other may answer it."""
-    return bool(_TWO_THINGS.search(question))
+def only_restates(plan: Plan, question: str) -> bool:
+    """A plan none of whose steps uses an earlier answer, for an open question about one thing:
+    it restates the question (a 0.5B model's usual "plan" for a long bridge sentence). Comparisons,
+    yes/no questions and questions about two things may be answered from independent steps."""
+    return (
+        not any(step.depends for step in plan.steps)
+        and composing.shape(question).kind == "open"
+        and not _TWO_THINGS.search(question)
+    )
+
+
+def set_aside(plan: Plan, question: str) -> Plan:
+    """The one-step plan (the question itself), saying which plan was set aside and why."""
+    listed = "set aside: " + "; ".join(s.question for s in plan.steps)
+    return Plan([Step(1, question)], [*plan.repairs, SET_ASIDE_NOTE, listed], True)
 
 
 def plan_of(questions: Sequence[str], note: str) -> Plan:

@@ -67,8 +67,8 @@ def trim_to_answer(reply: str, question: str) -> str:
     if len(words) < 4 or not asked:
         return reply
     for cut in range(1, len(words) - 2):
-        if _capitalised(words[cut - 1]) and _capitalised(words[cut]):
-            continue  # never inside a name: "Christopher Nolan is a director" keeps "Christopher Nolan"
+        if _inside_name(words, cut):
+            continue  # "Christopher Nolan is a director" keeps "Christopher Nolan"
         if not tokens(" ".join(words[:cut])):
             continue  # an article alone is no answer
         if words[cut - 1].lower() in _OPEN_ENDS:
@@ -86,8 +86,8 @@ def _after_restated_head(words: list[str], asked: set[str]) -> str | None:
     """The answer at the end of a reply that first restates the question: "Australian National
     University is located in Sydney" (asked where it is located) -> "Sydney"."""
     for cut in range(len(words) - 1, 2, -1):
-        if _capitalised(words[cut - 1]) and _capitalised(words[cut]):
-            continue  # never inside a name ("G. Stanley Hall")
+        if _inside_name(words, cut):
+            continue  # "… was G. Stanley Hall" keeps "G. Stanley Hall"
         head, tail = tokens(" ".join(words[:cut])), tokens(" ".join(words[cut:]))
         if len(head) < 3 or head[0] not in asked or sum(t in asked for t in head) / len(head) < 0.8:
             continue
@@ -105,6 +105,11 @@ def echoes(answer: str, question: str) -> bool:
 
 def _capitalised(word: str) -> bool:
     return word[:1].isupper()
+
+
+def _inside_name(words: list[str], cut: int) -> bool:
+    """A cut before ``words[cut]`` would split a capitalised name."""
+    return _capitalised(words[cut - 1]) and _capitalised(words[cut])
 
 
 def reader_answer(reply: str, question: str) -> str | None:

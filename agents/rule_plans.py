@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from agents import composing
 from agents.answer_text import tokens
 
 #: People and places a description names by their relation to something else.
@@ -90,7 +91,6 @@ _DET = re.compile(r"\b(?:a|an|the)\b")
 _ASKS = re.compile(r"\b(?:what|which|whom|who|when|where|how\s+(?:many|much|long|old))\b", re.IGNORECASE)
 _NOT_IN_NP = {"a", "an", "the", "is", "was", "are", "were", "who", "that", "which", "whose", "where", "what"}
 _COPULA = {"is", "was", "are", "were", "be", "been", "being", "becomes", "became"}
-_OPENS = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could", "will"}
 
 #: Steps a rule plan may hold, like a model plan.
 MAX_STEPS = 4
@@ -167,9 +167,8 @@ def _bridge(question: str) -> list[str] | None:
     which <noun>?", then the clause asked of #1. Not when the main clause only says what its subject
     is ("X is a consultant who …": the description is of X, named already) or the question opens
     with its own wh-word or as a yes/no question."""
-    words = tokens(question)
-    if not words or words[0] in _OPENS or _ASKS.search(" ".join(question.split()[:3])):
-        return None
+    if composing.shape(question).kind != "open" or _ASKS.search(" ".join(question.split()[:3])):
+        return None  # a yes/no question or a choice, or one that opens with its own wh-word
     for det in _DET.finditer(question):
         m = _BRIDGE.match(question, det.start())
         if m is None:

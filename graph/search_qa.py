@@ -259,33 +259,11 @@ def decompose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
         )
         plan = planning.parse_plan(text, question)
         calls = 1
-        if not plan.fallback and _unchained(plan, question):
-            # Steps that do not build on each other restate an open question (a 0.5B model's
-            # usual "plan" for a long bridge question): no plan is better than that one.
-            plan = planning.Plan(
-                [planning.Step(1, question)], [*plan.repairs, WHOLE_NOTE, *_listed(plan)], True
-            )
-            whole = True
+        if not plan.fallback and planning.only_restates(plan, question):
+            plan, whole = planning.set_aside(plan, question), True  # single-shot beats a restatement
     steps = plan.as_trace()
     trace = _event(runtime, "decompose", strategy=label, plan=steps, repairs=plan.repairs)
     return {"plan": steps, "step": 0, "llm_calls": calls, "whole": whole, "trace": trace}
-
-
-#: Why a model's plan was set aside for the single-shot answer (in the trace's repairs).
-WHOLE_NOTE = "the plan's steps do not build on each other: the question is answered whole, single-shot"
-
-
-def _unchained(plan: planning.Plan, question: str) -> bool:
-    """An open question about one thing, and a plan none of whose steps uses an earlier answer."""
-    return (
-        not planning.chains(plan)
-        and composing.shape(question).kind == "open"
-        and not planning.asks_about_two(question)
-    )
-
-
-def _listed(plan: planning.Plan) -> list[str]:
-    return ["set aside: " + "; ".join(s.question for s in plan.steps)]
 
 
 def route_plan(state: AgenticState) -> Literal["rewrite", "single"]:

@@ -14,7 +14,7 @@ from agents.answering import GROUNDED_INSTRUCTION
 from agents.reading import READ_INSTRUCTION, clean_answer, echoes, trim_to_answer
 from api.app import create_app
 from api.services import Services
-from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, WHOLE_NOTE, AgenticContext, build_agentic_graph
+from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
 from retrieval.documents import Document
 from tests.scripted_generator import ScriptedGenerator
 
@@ -306,7 +306,7 @@ def test_a_plan_that_only_restates_the_question_is_set_aside_for_the_single_shot
     gen = ScriptedGenerator([(GROUNDED_INSTRUCTION, "G. Stanley Hall [2]"), (UNRULY, plan)])
     out = _run(kb, gen, question=UNRULY, mode="agentic")
     decompose = next(e for e in out["trace"] if e["event"] == "decompose")
-    assert decompose["strategy"] == "model plan" and WHOLE_NOTE in decompose["repairs"]
+    assert decompose["strategy"] == "model plan" and planning.SET_ASIDE_NOTE in decompose["repairs"]
     assert any(r.startswith("set aside: Who was the first president") for r in decompose["repairs"])
     assert out["plan"] == [{"id": 1, "question": UNRULY, "depends": []}]
     assert not any(p.startswith("Document:") for p in gen.prompts)  # no per-document reads
@@ -325,12 +325,10 @@ def test_a_plan_that_only_restates_the_question_is_set_aside_for_the_single_shot
     ],
 )
 def test_only_open_questions_about_one_thing_need_a_chain(question: str, kept: bool) -> None:
-    from graph.search_qa import _unchained
-
     independent = planning.plan_of(["What is tea?", "What is honey?"], "two steps")
     chained = planning.plan_of(["What is tea?", "Where is #1 grown?"], "a chain")
-    assert _unchained(independent, question) is not kept
-    assert _unchained(chained, question) is False
+    assert planning.only_restates(independent, question) is not kept
+    assert planning.only_restates(chained, question) is False
 
 
 def test_an_unanswerable_step_backtracks_to_the_root_then_answers_honestly(kb: Services) -> None:
