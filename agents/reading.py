@@ -117,10 +117,18 @@ def reader_answer(reply: str, question: str) -> str | None:
     return clean_answer(trim_to_answer(reply, question))
 
 
+def candidate_of(reply: str, question: str, *, open_question: bool) -> tuple[str | None, bool]:
+    """The answer a reply gives (None: "unknown"), and whether it is no candidate because it only
+    names what an open question already names ("Brand" for "Who is the author of Brand?")."""
+    answer = reader_answer(reply, question)
+    return answer, bool(answer and open_question and echoes(answer, question))
+
+
 @dataclass(frozen=True)
 class Candidate:
     answer: str
     hit: Hit  # the document it was read from
+    logprob: float = 0.0  # the reader's mean token log-probability (0 = certain, e.g. a FAQ's answer)
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,9 @@ class ScoredCandidate:
     answer: str
     hit: Hit
     score: float
-    supporters: tuple[str, ...]  # doc ids of the other documents that contain the answer
+    supporters: tuple[str, ...]  # doc ids of the other documents that read or contain the answer
+    #: Probability the answer is right (calibrated); None from scorers that do not estimate one.
+    confidence: float | None = None
 
 
 class SupportScorer(Protocol):

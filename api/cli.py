@@ -253,6 +253,15 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
             _err("error: eval faq needs --faqs and --queries")
             return 2
         result = runs.eval_faq(services, args.kb, args.faqs, args.queries, args.limit, mode=args.mode)
+    elif args.what == "aggregate":
+        from api.evaluation.aggregate import eval_aggregate
+
+        if args.corpus is None or args.questions is None:
+            _err("error: eval aggregate needs --corpus and --questions")
+            return 2
+        result = eval_aggregate(
+            services, args.kb, args.corpus, args.questions, args.limit, gnn=args.gnn, log=_err
+        )
     else:
         if args.corpus is None or args.questions is None:
             _err("error: eval qa needs --corpus and --questions")
@@ -260,6 +269,42 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
         result = runs.eval_qa(
             services, args.kb, args.corpus, args.questions, args.limit, pipeline=args.pipeline
         )
+    print(json.dumps(result))
+    return 0
+
+
+#: The sets the shipped support GNN was trained on (folder under --data, and how many questions).
+GNN_SETS = "rc/cmrc2018_trial:60,multihop/musique_train100:40"
+
+
+def _training_sets(data: Path, spec: str) -> list[Any]:
+    from api.evaluation.aggregate import TrainingSet
+
+    sets = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, limit = item.partition(":")
+        folder = Path(name) if Path(name).is_absolute() else data / name
+        if not (folder / "questions.jsonl").is_file() or not (folder / "corpus.jsonl").is_file():
+            raise argparse.ArgumentTypeError(f"{folder} holds no corpus.jsonl and questions.jsonl")
+        if limit and (not limit.isdigit() or int(limit) < 1):
+            raise argparse.ArgumentTypeError(f"{item}: the limit after ':' must be a positive number")
+        sets.append(TrainingSet(folder, int(limit) if limit else None))
+    if not sets:
+        raise argparse.ArgumentTypeError("no training sets given")
+    return sets
+
+
+def cmd_train(args: argparse.Namespace, services: Any) -> int:
+    from api.evaluation.aggregate import train_gnn
+
+    try:
+        sets = _training_sets(args.data, args.sets)
+    except argparse.ArgumentTypeError as exc:
+        _err(f"error: {exc}")
+        return 2
+    out = args.out or services.settings.data_dir / "models" / "support_gnn"
+    result = train_gnn(services, sets, out, epochs=args.epochs, seed=args.seed, log=_err)
+    _err(f"to use it: RAGNET_SUPPORT_GNN={out} (default: the checkpoint shipped in the package)")
     print(json.dumps(result))
     return 0
 
@@ -305,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", help="comma-separated knowledge bases the key may use (default: all, '*')")
 
     p = sub.add_parser("eval", help="evaluation over shared/data formats; last line is one JSON object")
-    p.add_argument("what", choices=["retrieval", "qa", "faq"])
+    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate"])
     p.add_argument("--kb", required=True)
     p.add_argument("--corpus", type=Path, help="corpus.jsonl (retrieval, qa)")
     p.add_argument("--questions", type=Path, help="questions.jsonl (retrieval, qa)")
@@ -317,9 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "single", "agentic"],
         help="qa: answer mode (default RAGNET_ANSWER_MODE)",
     )
+    p.add_argument("--gnn", type=Path, help="aggregate: a support-GNN checkpoint folder (default: shipped)")
     p.add_argument("--json", action="store_true", help="accepted for compatibility; output is always JSON")
     p.add_argument("--limit", type=_positive)
     p.add_argument("--k", type=_positive, default=10)
+
+    p = sub.add_parser("train", help="train a small model (gnn: the support GNN); last line is JSON")
+    p.add_argument("what", choices=["gnn"])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="evaluation data folder")
+    p.add_argument(
+        "--sets",
+        default=GNN_SETS,
+        help=f"comma-separated set folders under --data, each with an optional :limit (default {GNN_SETS})",
+    )
+    p.add_argument("--epochs", type=_positive, default=80)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn)")
     return parser
 
 
@@ -346,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kbs": cmd_kbs,
                 "eval": cmd_eval,
                 "keys": cmd_keys,
+                "train": cmd_train,
             }
             handler = handlers[args.command]
             return handler(args, services)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from agents.errors import ModelNotPrepared
 from agents.generation.base import Generator
 from agents.model_prep import generator_dir, is_prepared
+from agents.reading import OverlapSupportScorer, SupportScorer
 from api.jobs import JobRunner
 from api.settings import Settings
 from graph.search_qa import AgenticContext, build_agentic_graph
@@ -169,6 +170,19 @@ class Services:
     def agentic_graph(self) -> Any:
         return self._once("agentic_graph", lambda: build_agentic_graph(self.checkpointer))
 
+    @property
+    def support_scorer(self) -> SupportScorer:
+        def build() -> SupportScorer:
+            if self.settings.support_scorer == "overlap":
+                return OverlapSupportScorer()
+            from agents import support_gnn
+
+            model = support_gnn.load(self.settings.support_gnn or support_gnn.DEFAULT_CHECKPOINT)
+            embedder = self.embedder
+            return support_gnn.GnnSupportScorer(model, lambda texts: embedder.embed(texts, kind="query"))
+
+        return self._once("support_scorer", build)
+
     def agentic_context(self) -> AgenticContext:
         s = self.settings
         return AgenticContext(
@@ -176,6 +190,8 @@ class Services:
             search_faqs=self.retriever.search_faqs,
             generator=self.generator,
             score_threshold=s.evidence_threshold(self.embedder.name),
+            scorer=self.support_scorer,
+            min_confidence=s.min_confidence,
             read_k=s.read_k,
             max_tokens=s.max_new_tokens,
             temperature=s.temperature,

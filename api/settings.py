@@ -161,6 +161,23 @@ class Settings(BaseSettings):
         description="Seconds after which an agentic answer composes from what it has.",
     )
     read_k: int = Field(default=3, ge=1, le=10, description="Documents read for candidate answers per hop.")
+    support_scorer: Literal["gnn", "overlap"] = Field(
+        default="gnn",
+        description="How a step's candidate answers are weighed: the support GNN (agents/support_gnn.py) "
+        "or the simple word-overlap scorer.",
+    )
+    support_gnn: Path | None = Field(
+        default=None,
+        description="A support-GNN checkpoint folder (`ragnet train gnn --out`). Default: the one shipped "
+        "in the package (agents/models/support_gnn).",
+    )
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="A step answered with a lower GNN confidence is retried by backtracking while the "
+        "budgets allow; 0 keeps every answer.",
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy: reproducible answers.")
     repetition_penalty: float = Field(
         default=1.05,

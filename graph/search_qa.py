@@ -29,14 +29,7 @@ from langgraph.runtime import Runtime
 from agents import composing, planning, rule_plans
 from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
-from agents.reading import (
-    Candidate,
-    OverlapSupportScorer,
-    SupportScorer,
-    echoes,
-    read_messages,
-    reader_answer,
-)
+from agents.reading import Candidate, OverlapSupportScorer, SupportScorer, candidate_of, read_messages
 from retrieval.documents import Hit
 
 SearchFn = Callable[[str, str, int], list[Hit]]
@@ -108,6 +101,9 @@ class AgenticContext:
     generator: Generator
     score_threshold: float
     scorer: SupportScorer = field(default_factory=OverlapSupportScorer)
+    #: A step answered with less confidence than this (scorers that estimate one) is retried by
+    #: backtracking while the budgets allow; 0 keeps every answer.
+    min_confidence: float = 0.0
     read_k: int = 3
     compose_k: int = 4
     max_tokens: int = 192
@@ -305,26 +301,45 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     for faq in state.get("faqs", []):
         if _is_evidence(faq, threshold):
             candidates.append({"answer": faq["answer"], "hit": faq, "faq": True})
-    calls = 0
-    open_question = composing.shape(state["sub_question"]).kind == "open"
-    echoed: list[str] = []
-    for hit in [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]:
-        if _spent({**state, "llm_calls": state.get("llm_calls", 0) + calls}, reserve_calls=1):
-            break
-        reply = _generate(
-            read_messages(state["sub_question"], hit_from_dict(hit)), runtime, ctx.read_tokens, stop=("\n",)
+    question = state["sub_question"]
+    open_question = composing.shape(question).kind == "open"
+    # one batched model call reads every document; each read counts against the call budget, and
+    # one call stays in reserve for composing
+    allowed = 0 if _spent(state, reserve_calls=1) else state["budgets"]["max_llm_calls"] - 1
+    allowed = min(ctx.read_k, max(0, allowed - state.get("llm_calls", 0)))
+    to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][:allowed]
+    requests = [
+        GenerationRequest(
+            read_messages(question, hit_from_dict(h)),
+            max_tokens=ctx.read_tokens,
+            temperature=ctx.temperature,
+            repetition_penalty=ctx.repetition_penalty,
+            stop=("\n",),
         )
-        calls += 1
-        answer = reader_answer(reply, state["sub_question"])
-        if answer and open_question and echoes(answer, state["sub_question"]):
+        for h in to_read
+    ]
+    generations = ctx.generator.generate_batch(requests) if requests else []
+    calls = len(requests)
+    echoed: list[str] = []
+    for hit, generation in zip(to_read, generations, strict=True):
+        answer, echo = candidate_of(generation.text.strip(), question, open_question=open_question)
+        if answer and echo:
             echoed.append(answer)  # names what the question already names: no answer
         elif answer:
-            candidates.append({"answer": answer, "hit": hit, "faq": False})
+            logprob = generation.logprob if generation.logprob is not None else 0.0
+            candidates.append({"answer": answer, "hit": hit, "faq": False, "logprob": logprob})
     trace = _event(
         runtime,
         "read",
         step=state["plan"][state["step"]]["id"],
-        candidates=[{"answer": c["answer"][:200], "doc_id": c["hit"]["doc_id"]} for c in candidates],
+        candidates=[
+            {
+                "answer": c["answer"][:200],
+                "doc_id": c["hit"]["doc_id"],
+                "logprob": round(c.get("logprob", 0.0), 4),
+            }
+            for c in candidates
+        ],
         echoed=echoed,
     )
     return {"candidates": candidates, "llm_calls": calls, "trace": trace}
@@ -333,7 +348,10 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
 def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
     ctx = runtime.context
     hits = [hit_from_dict(h) for h in state.get("hits", [])]
-    cands = [Candidate(c["answer"], hit_from_dict(c["hit"])) for c in state.get("candidates", [])]
+    cands = [
+        Candidate(c["answer"], hit_from_dict(c["hit"]), c.get("logprob", 0.0))
+        for c in state.get("candidates", [])
+    ]
     scored = ctx.scorer.score(state["sub_question"], cands, hits)
     step = state["plan"][state["step"]]
     if not scored:
@@ -344,6 +362,8 @@ def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
         "question": state["sub_question"],
         "answer": best.answer,
         "score": round(best.score, 4),
+        "confidence": None if best.confidence is None else round(best.confidence, 4),
+        "unsure": best.confidence is not None and best.confidence < ctx.min_confidence,
         "evidence": evidence,
     }
     trace = _event(
@@ -353,26 +373,32 @@ def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
         answered=True,
         answer=best.answer,
         score=round(best.score, 4),
+        confidence=answer["confidence"],
+        unsure=answer["unsure"],
         supporters=list(best.supporters),
         alternatives=[{"answer": s.answer, "score": round(s.score, 4)} for s in scored[1:4]],
     )
     return {"answers": {**state.get("answers", {}), str(step["id"]): answer}, "trace": trace}
 
 
-def decide(state: AgenticState) -> Literal["advance", "backtrack", "compose"]:
-    step = state["plan"][state["step"]]
-    answered = str(step["id"]) in state.get("answers", {})
-    if answered:
-        if state["step"] + 1 < len(state["plan"]) and not _spent(state, reserve_calls=1):
-            return "advance"
-        return "compose"
-    if (
+def _can_backtrack(state: AgenticState) -> bool:
+    return (
         state.get("backtracks", 0) < state["budgets"]["max_backtracks"]
         and state.get("strategy", 0) < 2
         and not _spent(state, reserve_calls=2)
-    ):
-        return "backtrack"
-    return "compose"
+    )
+
+
+def decide(state: AgenticState) -> Literal["advance", "backtrack", "compose"]:
+    step = state["plan"][state["step"]]
+    answer = state.get("answers", {}).get(str(step["id"]))
+    if answer is not None:
+        if answer.get("unsure") and _can_backtrack(state):
+            return "backtrack"  # the documents do not back this answer: try another plan
+        if state["step"] + 1 < len(state["plan"]) and not _spent(state, reserve_calls=1):
+            return "advance"
+        return "compose"
+    return "backtrack" if _can_backtrack(state) else "compose"
 
 
 def advance(state: AgenticState) -> dict[str, Any]:

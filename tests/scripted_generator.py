@@ -7,7 +7,7 @@ retrieval, the graph, the checkpointer and the API around it are the real ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from agents.generation.base import Generation, GenerationRequest
@@ -33,6 +33,9 @@ class ScriptedGenerator:
     def generate(self, request: GenerationRequest) -> Generation:
         text = self._reply(request)
         return Generation(text, 0, len(text.split()), "stop", 0.0)
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return [self.generate(r) for r in requests]
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         words = self._reply(request).split(" ")

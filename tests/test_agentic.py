@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from agents import composing, planning, rule_plans
 from agents.answering import GROUNDED_INSTRUCTION
 from agents.reading import READ_INSTRUCTION, clean_answer, echoes, trim_to_answer
+from agents.support_gnn import GnnSupportScorer
 from api.app import create_app
 from api.services import Services
 from graph.search_qa import NOT_IN_KB, RECURSION_LIMIT, AgenticContext, build_agentic_graph
@@ -60,13 +61,16 @@ def kb(services: Services) -> Services:
     return services
 
 
-def _run(services: Services, gen: ScriptedGenerator, **inputs: Any) -> dict[str, Any]:
+def _run(
+    services: Services, gen: ScriptedGenerator, context: dict[str, Any] | None = None, **inputs: Any
+) -> dict[str, Any]:
     ctx = AgenticContext(
         search=services.retriever.search,
         search_faqs=services.retriever.search_faqs,
         generator=gen,
         score_threshold=0.3,
         read_k=2,
+        **(context or {}),
     )
     budgets = {"max_hops": 6, "max_backtracks": 2, "max_llm_calls": 16, "deadline_s": 60.0}
     state = {
@@ -293,6 +297,27 @@ def test_follows_answered_steps_forward_with_a_citation_per_claim(
     assert events[:2] == ["analyse", "decompose"] and events[-1] == "compose" and "rewrite" in events
     assert events.count("retrieve") == 2 and "backtrack" not in events
     assert out["llm_calls"] == len(gen.prompts) and out["hops"] == 2
+
+
+def test_the_support_gnn_weighs_each_step_and_an_unsure_answer_backtracks(kb: Services) -> None:
+    scorer = kb.support_scorer  # the shipped checkpoint over the real embedder
+    assert isinstance(scorer, GnnSupportScorer)
+    gen = ScriptedGenerator(_rules("[]"))
+    out = _run(kb, gen, context={"scorer": scorer}, mode="agentic")
+    steps = [e for e in out["trace"] if e["event"] == "aggregate"]
+    assert [s["answer"] for s in steps] == ["the American Psychological Association", "G. Stanley Hall"]
+    assert all(0 < s["confidence"] < 1 and s["unsure"] is False for s in steps)
+    assert out["answer"].startswith("G. Stanley Hall [") and "backtrack" not in [
+        e["event"] for e in out["trace"]
+    ]
+
+    # no answer is sure enough: each plan is abandoned in turn until the budget of backtracks is spent
+    gen = ScriptedGenerator(_rules("[]"))
+    out = _run(kb, gen, context={"scorer": scorer, "min_confidence": 0.999}, mode="agentic")
+    events = [e["event"] for e in out["trace"]]
+    assert events.count("backtrack") == 2 and out["backtracks"] == 2
+    answered = [s for s in out["trace"] if s["event"] == "aggregate" and s["answered"]]
+    assert answered and all(s["unsure"] for s in answered)
 
 
 def test_a_plan_that_only_restates_the_question_is_set_aside_for_the_single_shot_answer(

@@ -32,6 +32,8 @@ class Generation:
     completion_tokens: int
     finish_reason: Literal["stop", "length"]
     seconds: float
+    #: Mean log-probability of the kept tokens (the model's confidence), where the backend gives it.
+    logprob: float | None = None
 
 
 class Generator(Protocol):
@@ -42,6 +44,9 @@ class Generator(Protocol):
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         """Text pieces as they are decoded; joined they equal ``generate(...).text``."""
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Several short completions at once (greedy), in order, each with its ``logprob``."""
 
     def count_tokens(self, text: str) -> int:
         """Prompt-budget arithmetic in the generator's own tokens."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +67,83 @@ class TransformersGenerator:
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         self._check(request)
         return self._run(request, {})
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Greedy completions of several prompts in one left-padded batch (the reader's per-document
+        reads); each carries the mean log-probability of the tokens it keeps."""
+        if not requests:
+            return []
+        for request in requests:
+            self._check(request)
+        torch = self._torch
+        started = time.perf_counter()
+        tok = self._tokenizer
+        prompts = [
+            tok.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
+            for r in requests
+        ]
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (self._eos[0] if self._eos else 0)
+        stops = {tuple(r.stop) for r in requests}
+        shared_stops = list(next(iter(stops))) if len(stops) == 1 else []
+        kwargs: dict[str, Any] = dict(
+            **inputs,
+            max_new_tokens=max(r.max_tokens for r in requests),
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=requests[0].repetition_penalty,
+            eos_token_id=self._eos or None,
+            pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        if shared_stops:
+            kwargs.update(stop_strings=shared_stops, tokenizer=tok)
+        with self._lock, torch.inference_mode():
+            try:
+                out = self._model.generate(**kwargs)
+            except Exception as exc:
+                raise GenerationError(f"generation failed: {exc}") from exc
+        prompt_len = int(inputs["input_ids"].shape[1])
+        new = out.sequences[:, prompt_len:]
+        logprobs = torch.stack(
+            [torch.log_softmax(step.float(), dim=-1) for step in out.logits], dim=1
+        )  # (batch, steps, vocab)
+        chosen = logprobs.gather(-1, new[:, : logprobs.shape[1]].unsqueeze(-1)).squeeze(-1)
+        seconds = time.perf_counter() - started
+        results: list[Generation] = []
+        for i, request in enumerate(requests):
+            ids: list[int] = []
+            text = ""
+            finish: Literal["stop", "length"] = "length"
+            for step, token in enumerate(new[i].tolist()[: request.max_tokens]):
+                if token in self._eos or (token == pad and step > 0 and not ids):
+                    finish = "stop"
+                    break
+                ids.append(token)
+                text = tok.decode(ids, skip_special_tokens=True)
+                cut = min((j for j in (text.find(s) for s in request.stop if s) if j >= 0), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    break
+            kept = chosen[i, : max(1, len(ids))]
+            results.append(
+                Generation(
+                    text=text,
+                    prompt_tokens=int(inputs["attention_mask"][i].sum()),
+                    completion_tokens=len(ids),
+                    finish_reason=finish,
+                    seconds=seconds,
+                    logprob=float(kept.mean()),
+                )
+            )
+        return results
 
     def _check(self, request: GenerationRequest) -> None:
         if request.adapter is not None:  # LoRA adapters arrive with the routing work
