@@ -9,6 +9,7 @@ the same weights.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,36 +53,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split(examples: Sequence[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """(train, held out) by group, ``share`` of the groups held out."""
-    groups = sorted({e.group or str(id(e)) for e in examples})
-    random.Random(seed).shuffle(groups)
-    held = set(groups[: int(len(groups) * share)])
-    train = [e for e in examples if (e.group or str(id(e))) not in held]
-    return train, [e for e in examples if (e.group or str(id(e))) in held]
-
-
-def train(
-    examples: Sequence[Example],
-    config: GnnConfig | None = None,
-    *,
-    epochs: int = 80,
-    lr: float = 3e-3,
-    batch_size: int = 32,
-    seed: int = 13,
-    calibration_share: float = 0.2,
+def _fit(
+    examples: Sequence[Example], config: GnnConfig, epochs: int, lr: float, batch_size: int, seed: int,
     log: Log | None = None,
-) -> tuple[SupportGNN, TrainReport]:
-    """A model trained on the examples that have candidates, calibrated on a held-out share."""
-    usable = [e for e in examples if e.graph.clusters]
-    fit, held = split(usable, calibration_share, seed) if calibration_share > 0 else (list(usable), [])
+) -> tuple[SupportGNN, list[float]]:  # fmt: skip
     seed_everything(seed)
-    model = SupportGNN(config or GnnConfig())
-    report = TrainReport(epochs, train_questions=len(fit), calibration_questions=len(held))
-    if not fit:
-        return model, report
+    model = SupportGNN(config)
+    losses: list[float] = []
+    if not examples:
+        return model, losses
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    data = [_labelled(e) for e in fit]
+    data = [_labelled(e) for e in examples]
     order = random.Random(seed)
     for epoch in range(epochs):
         model.train()
@@ -97,29 +79,65 @@ def train(
             optimiser.step()
             total += float(loss.detach()) * int(mask.sum())
             count += int(mask.sum())
-        report.losses.append(total / max(1, count))
+        losses.append(total / max(1, count))
         if log and (epoch + 1) % 20 == 0:
-            log(f"  epoch {epoch + 1}/{epochs}: loss {report.losses[-1]:.4f}")
+            log(f"  epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
     model.eval()
-    if held:
-        a, b = calibrate(model, held)
-        with_calibration(model, a, b)
-        report.calib_a, report.calib_b = a, b
+    return model, losses
+
+
+def train(
+    examples: Sequence[Example],
+    config: GnnConfig | None = None,
+    *,
+    epochs: int = 40,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    seed: int = 13,
+    folds: int = 5,
+    log: Log | None = None,
+) -> tuple[SupportGNN, TrainReport]:
+    """A model trained on every example that has candidates. Its confidence is calibrated on
+    out-of-fold logits: ``folds`` models, each trained without one fold of the questions (split by
+    group), score that fold; Platt scaling is fitted to those scores (``folds`` < 2: none)."""
+    config = config or GnnConfig()
+    usable = [e for e in examples if e.graph.clusters]
+    model, losses = _fit(usable, config, epochs, lr, batch_size, seed, log)
+    report = TrainReport(epochs, losses, train_questions=len(usable))
+    if folds < 2 or len(usable) < folds:
+        return model, report
+    groups = sorted({e.group or str(i) for i, e in enumerate(usable)})
+    random.Random(seed).shuffle(groups)
+    fold_of = {g: i % folds for i, g in enumerate(groups)}
+    scored: list[tuple[float, float]] = []
+    for k in range(folds):
+        held = [e for i, e in enumerate(usable) if fold_of[e.group or str(i)] == k]
+        rest = [e for i, e in enumerate(usable) if fold_of[e.group or str(i)] != k]
+        fold_model, _ = _fit(rest, config, epochs, lr, batch_size, seed)
+        scored.extend(best_logits(fold_model, held))
+    a, b = calibrate(scored)
+    with_calibration(model, a, b)
+    report.calib_a, report.calib_b, report.calibration_questions = a, b, len(scored)
     return model, report
 
 
-def calibrate(model: SupportGNN, examples: Sequence[Example], steps: int = 300) -> tuple[float, float]:
-    """Platt scaling of each question's best logit against whether that candidate is right."""
-    logits, right = [], []
+def best_logits(model: SupportGNN, examples: Sequence[Example]) -> list[tuple[float, float]]:
+    """(best candidate's logit, 1.0 if that candidate is right) per example."""
+    out = []
     for e in examples:
         scores = candidate_logits(model, e.graph)
         if scores:
             best = max(range(len(scores)), key=scores.__getitem__)
-            logits.append(scores[best])
-            right.append(float(e.labels[best]))
-    if len(set(right)) < 2:
+            out.append((scores[best], float(e.labels[best])))
+    return out
+
+
+def calibrate(scored: Sequence[tuple[float, float]], steps: int = 300) -> tuple[float, float]:
+    """Platt scaling (a, b) of best logits against whether the best candidate was right."""
+    if len({right for _, right in scored}) < 2:
         return 1.0, 0.0
-    x, y = torch.tensor(logits), torch.tensor(right)
+    x = torch.tensor([logit for logit, _ in scored])
+    y = torch.tensor([right for _, right in scored])
     a = torch.ones(1, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
     optimiser = torch.optim.LBFGS([a, b], lr=0.1, max_iter=steps)
@@ -131,4 +149,7 @@ def calibrate(model: SupportGNN, examples: Sequence[Example], steps: int = 300) 
         return loss
 
     optimiser.step(closure)
-    return round(float(a), 5), round(float(b), 5)
+    if float(a.detach()) <= 0:  # the logit does not rank right above wrong here: say the base rate
+        rate = min(max(float(y.mean()), 1e-3), 1 - 1e-3)
+        return 0.0, round(math.log(rate / (1 - rate)), 5)
+    return round(float(a.detach()), 5), round(float(b.detach()), 5)

@@ -36,10 +36,10 @@ class CheckpointError(AgentError):
 
 @dataclass(frozen=True)
 class GnnConfig:
-    hidden: int = 32
+    hidden: int = 16
     heads: int = 2
     layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.2
     node_dim: int = NODE_DIM
     edge_dim: int = EDGE_DIM
     #: Platt calibration of the best candidate's logit: confidence = sigmoid(a * logit + b).

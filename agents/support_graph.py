@@ -63,7 +63,10 @@ RELATIONS = (
     "supports_rev",
 )
 NODE_TYPES = ("question", "document", "candidate")
-DOC_FEATURES = ("relevance", "relevance_gap", "inv_rank", "answered", "reader_prob", "supports_share")
+DOC_FEATURES = (
+    "relevance", "relevance_gap", "inv_rank", "answered", "reader_prob", "supports_share",
+    "question_coverage",
+)  # fmt: skip
 CAND_FEATURES = (
     "reader_prob_max",
     "reader_logprob_mean",
@@ -79,6 +82,63 @@ CAND_FEATURES = (
     "numeric",
     "in_own_document",
     "max_similar",
+    "capitalised_share",
+    "has_year",
+    *(f"asks_{kind}" for kind in ("who", "when", "where", "number", "what", "yes_no")),
+    "question_coverage_max",
+    "question_coverage_gap",
+)
+#: Words that say nothing about what a question is about (for question coverage).
+_FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "did",
+        "do",
+        "does",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "many",
+        "much",
+        "that",
+        "this",
+        "it",
+        "its",
+        "as",
+        "into",
+        "than",
+        "his",
+        "her",
+        "their",
+        "he",
+        "she",
+        "they",
+    ]
 )
 QUESTION_FEATURES = ("answered_share", "clusters_share", "top_relevance")
 NODE_DIM = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES) + len(CAND_FEATURES)
@@ -116,6 +176,23 @@ def _contains(doc_tokens: set[str], answer_tokens: list[str]) -> float:
     return sum(t in doc_tokens for t in answer_tokens) / len(answer_tokens)
 
 
+#: What a question asks for, by its wh-word (English and Chinese): the answer's shape should fit.
+_ASKS = (
+    ("number", re.compile(r"\bhow (many|much|long|old|far|tall|large|big)\b|多少|几")),
+    ("when", re.compile(r"\bwhen\b|\bwhat (year|date|day|month|time)\b|\bwhich year\b|什么时候|哪一年|何时")),
+    ("who", re.compile(r"\bwho(m|se)?\b|谁")),
+    ("where", re.compile(r"\bwhere\b|哪里|在哪")),
+    ("yes_no", re.compile(r"^(is|are|was|were|do|does|did|can|has|have)\b")),
+    ("what", re.compile(r"\bwhat\b|\bwhich\b|什么|哪")),
+)
+
+
+def asks(question: str) -> str:
+    """The kind of answer a question asks for: who, when, where, number, what, yes_no or other."""
+    text = question.lower().strip()
+    return next((kind for kind, pattern in _ASKS if pattern.search(text)), "other")
+
+
 def _numeric(answer: str) -> bool:
     return bool(re.search(r"\d", answer)) or answer_key(answer).isdigit()
 
@@ -141,6 +218,10 @@ def build_graph(
     doc_tokens = [set(tokens(d.text)) for d in docs]
     asked = set(tokens(question))
     top = max((d.relevance for d in docs), default=0.0)
+    wants = asks(question)
+    content = {t for t in tokens(question) if t not in _FUNCTION_WORDS}
+    coverage = [len(content & dt) / max(1, len(content)) for dt in doc_tokens]
+    best_coverage = max(coverage, default=0.0)
 
     if n_c:
         vectors = embed([question] + [c.answer for c in clusters])
@@ -186,6 +267,7 @@ def build_graph(
                 float(answers[di] is not None),
                 probs[di] if answers[di] is not None else 0.0,
                 n_supported / max(1, n_c),
+                coverage[di],
             ]
         )
         edge(0, node, "retrieved", d.relevance)
@@ -214,6 +296,11 @@ def build_graph(
                 float(_numeric(c.answer)),
                 float(any(_contains(doc_tokens[m], words) >= 0.99 for m in members)),
                 max(sims, default=0.0),
+                sum(w[:1].isupper() for w in c.answer.split()) / max(1, len(c.answer.split())),
+                float(bool(re.search(r"\b(1\d{3}|20\d{2})\b", c.answer))),
+                *(float(kind == wants) for kind in ("who", "when", "where", "number", "what", "yes_no")),
+                max(coverage[m] for m in members),
+                max(coverage[m] for m in members) - best_coverage,
             ]
         )
         for m in members:

@@ -274,7 +274,7 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
 
 
 #: The sets the shipped support GNN was trained on (folder under --data, and how many questions).
-GNN_SETS = "rc/cmrc2018_trial:60,multihop/musique_train100:40"
+GNN_SETS = "rc/cmrc2018_trial:40,multihop/musique_train100:40"
 
 
 def _training_sets(data: Path, spec: str) -> list[Any]:
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=GNN_SETS,
         help=f"comma-separated set folders under --data, each with an optional :limit (default {GNN_SETS})",
     )
-    p.add_argument("--epochs", type=_positive, default=80)
+    p.add_argument("--epochs", type=_positive, default=40)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn)")
     return parser

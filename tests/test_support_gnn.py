@@ -121,7 +121,7 @@ def _examples(n: int = 24) -> list[Example]:
 
 def test_training_lowers_the_loss_and_learns_the_pattern() -> None:
     examples = _examples()
-    model, report = train(examples, epochs=60, calibration_share=0.0)
+    model, report = train(examples, epochs=60, folds=0)
     assert report.losses[-1] < report.losses[0] * 0.5
     right = 0
     for e in examples:
@@ -159,7 +159,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     (tmp_path / "gnn" / "config.json").write_text(json.dumps({**config, "node_dim": 7}))
     with pytest.raises(CheckpointError, match="ragnet train gnn"):
         support_gnn.load(tmp_path / "gnn")
-    (tmp_path / "gnn" / "config.json").write_text(json.dumps({**config, "hidden": 16}))
+    (tmp_path / "gnn" / "config.json").write_text(json.dumps({**config, "hidden": 24}))
     with pytest.raises(CheckpointError, match="do not fit"):
         support_gnn.load(tmp_path / "gnn")
 

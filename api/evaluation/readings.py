@@ -108,10 +108,12 @@ class ReadingRecord:
         )
 
 
-def cache_path(services: Services, kb: str, questions: Path, depth: int, steps: bool) -> Path:
+def cache_path(services: Services, kb: str, questions: Path, depth: int) -> Path:
+    """One file per kb, question file, depth, reader prompt and model: whole questions and
+    decomposition steps (ids "q/1", "q/2") share it."""
     generator = services.generator.name  # the model folder's name
     digest = hashlib.sha256(
-        f"{READ_INSTRUCTION}|{generator}|{services.settings.generator_quantize}|{depth}|{READ_TOKENS}|{steps}".encode()
+        f"{READ_INSTRUCTION}|{generator}|{services.settings.generator_quantize}|{depth}|{READ_TOKENS}".encode()
     ).hexdigest()[:10]
     name = f"{kb}--{questions.parent.name}-{questions.stem}--{digest}.jsonl"
     return services.settings.data_dir / "cache" / "readings" / re.sub(r"[^\w.\-]", "_", name)
