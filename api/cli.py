@@ -274,7 +274,7 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
 
 
 #: The sets the shipped support GNN was trained on (folder under --data, and how many questions).
-GNN_SETS = "rc/cmrc2018_trial:40,multihop/musique_train100:40"
+GNN_SETS = "rc/cmrc2018_trial:40,multihop/musique_train100:65"
 
 
 def _training_sets(data: Path, spec: str) -> list[Any]:
