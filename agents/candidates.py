@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agents.answer_text import has_cjk, normalize, tokens
+from agents.answer_text import has_cjk, normalize, token_f1
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -86,26 +86,10 @@ def answer_key(text: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def f1(answer: str, gold: str) -> float:
-    a, g = tokens(answer), tokens(gold)
-    if not a or not g:
-        return float(a == g)
-    common = 0
-    pool = list(g)
-    for t in a:
-        if t in pool:
-            pool.remove(t)
-            common += 1
-    if not common:
-        return 0.0
-    p, r = common / len(a), common / len(g)
-    return 2 * p * r / (p + r)
-
-
 def matches(answer: str, golds: Sequence[str]) -> bool:
     """A correct answer: the same key as a gold answer, or token F1 >= MATCH_F1 with one."""
     key = answer_key(answer)
-    return bool(key) and any(key == answer_key(g) or f1(answer, g) >= MATCH_F1 for g in golds)
+    return bool(key) and any(key == answer_key(g) or token_f1(answer, g) >= MATCH_F1 for g in golds)
 
 
 @dataclass(frozen=True)
@@ -129,4 +113,4 @@ def cluster(answers: Sequence[str]) -> list[Cluster]:
 
 def similarity(a: str, b: str) -> float:
     """Token overlap of two answers (F1): "Broncos" and "Denver Broncos" are similar, not equal."""
-    return f1(answer_key(a) or a, answer_key(b) or b)
+    return token_f1(answer_key(a) or a, answer_key(b) or b)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agents.answer_text import normalize, tokens
+from agents.answer_text import coverage, normalize, tokens
 from agents.generation.base import ChatMessage
 from retrieval.documents import Hit
 
@@ -149,10 +149,7 @@ class SupportScorer(Protocol):
 
 
 def _contains(doc_tokens: set[str], answer_tokens: list[str]) -> bool:
-    return (
-        bool(answer_tokens)
-        and sum(t in doc_tokens for t in answer_tokens) / len(answer_tokens) >= SUPPORT_OVERLAP
-    )
+    return bool(answer_tokens) and coverage(doc_tokens, answer_tokens) >= SUPPORT_OVERLAP
 
 
 class OverlapSupportScorer:

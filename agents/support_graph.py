@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from agents.answer_text import tokens
+from agents.answer_text import coverage, tokens
 from agents.candidates import Cluster, answer_key, cluster, matches, similarity
 
 
@@ -170,12 +170,6 @@ class SupportGraph:
         )
 
 
-def _contains(doc_tokens: set[str], answer_tokens: list[str]) -> float:
-    if not answer_tokens:
-        return 0.0
-    return sum(t in doc_tokens for t in answer_tokens) / len(answer_tokens)
-
-
 #: What a question asks for, by its wh-word (English and Chinese): the answer's shape should fit.
 _ASKS = (
     ("number", re.compile(r"\bhow (many|much|long|old|far|tall|large|big)\b|多少|几")),
@@ -220,8 +214,8 @@ def build_graph(
     top = max((d.relevance for d in docs), default=0.0)
     wants = asks(question)
     content = {t for t in tokens(question) if t not in _FUNCTION_WORDS}
-    coverage = [len(content & dt) / max(1, len(content)) for dt in doc_tokens]
-    best_coverage = max(coverage, default=0.0)
+    asked_share = [len(content & dt) / max(1, len(content)) for dt in doc_tokens]
+    best_coverage = max(asked_share, default=0.0)
 
     if n_c:
         vectors = embed([question] + [c.answer for c in clusters])
@@ -246,7 +240,7 @@ def build_graph(
         for di in range(n_docs):
             if di in c.members:
                 continue
-            overlap = _contains(doc_tokens[di], words)
+            overlap = coverage(doc_tokens[di], words)
             if overlap >= SUPPORT_OVERLAP:
                 supports[ci].append((di, overlap))
 
@@ -267,7 +261,7 @@ def build_graph(
                 float(answers[di] is not None),
                 probs[di] if answers[di] is not None else 0.0,
                 n_supported / max(1, n_c),
-                coverage[di],
+                asked_share[di],
             ]
         )
         edge(0, node, "retrieved", d.relevance)
@@ -294,13 +288,13 @@ def build_graph(
                 sum(w in asked for w in words) / max(1, len(words)),
                 math.log1p(len(words)),
                 float(_numeric(c.answer)),
-                float(any(_contains(doc_tokens[m], words) >= 0.99 for m in members)),
+                float(any(coverage(doc_tokens[m], words) >= 0.99 for m in members)),
                 max(sims, default=0.0),
                 sum(w[:1].isupper() for w in c.answer.split()) / max(1, len(c.answer.split())),
                 float(bool(re.search(r"\b(1\d{3}|20\d{2})\b", c.answer))),
                 *(float(kind == wants) for kind in ("who", "when", "where", "number", "what", "yes_no")),
-                max(coverage[m] for m in members),
-                max(coverage[m] for m in members) - best_coverage,
+                max(asked_share[m] for m in members),
+                max(asked_share[m] for m in members) - best_coverage,
             ]
         )
         for m in members:

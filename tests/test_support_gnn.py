@@ -256,10 +256,10 @@ def test_train_gnn_then_eval_aggregate(
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert {"n", "gnn_acc", "vote_acc", "max_reader_acc", "top_doc_acc", "oracle_acc"} <= set(result)
-    assert result["n"] == 2
-    for name in ("gnn_acc", "vote_acc", "max_reader_acc", "top_doc_acc"):
-        assert 0 <= result[name] <= result["oracle_acc"]
-    # a second run reads nothing again: the readings are cached
+    assert result["n"] == 2 and result["answered"] <= 2
+    # a second run reads nothing again (the readings are cached), and a line a crash cut short is skipped
+    cache = caches[0]
+    cache.write_text(cache.read_text() + '{"id": "q9", "question": "cut sh')
     assert main([*base, "--limit", "1"]) == 0
     assert "1/1 questions already read" in capsys.readouterr().err
 

@@ -9,7 +9,6 @@ document's answer pick, and with an oracle that picks any correct candidate.
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from agents.gnn_training import Example, train
 from agents.reading import candidate_of
 from agents.support_gnn import GnnConfig, SupportGNN, candidate_logits
 from agents.support_graph import SupportGraph, build_graph
+from api.evaluation.metrics import percentile
 from api.evaluation.readings import READ_DEPTH, ReadingRecord, cache_path, questions_to_read, read_all
 from api.evaluation.runs import ensure_corpus
 from api.services import Services
@@ -139,9 +139,9 @@ def eval_aggregate(
     n = len(examples)
     result: dict[str, Any] = {"n": n, **{k: round(v / max(1, n), 4) for k, v in right.items()}}
     result["answered"] = sum(1 for e in examples if e.graph.clusters)
-    result["gnn_ms_p50"] = round(statistics.median(ms), 2) if ms else 0.0
-    result["gnn_ms_p95"] = round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2) if ms else 0.0
-    result["graph_build_ms_p50"] = round(statistics.median(build_ms), 2) if build_ms else 0.0
+    result["gnn_ms_p50"] = round(percentile(ms, 50), 2)
+    result["gnn_ms_p95"] = round(percentile(ms, 95), 2)
+    result["graph_build_ms_p50"] = round(percentile(build_ms, 50), 2)
     result["confidence_ece"] = round(_ece(confidence, correct), 4)
     mean_conf = float(np.mean(confidence)) if confidence else 0.0
     mean_right = float(np.mean(correct)) if correct else 0.0

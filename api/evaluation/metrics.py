@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
-from agents.answer_text import tokens
+from agents.answer_text import token_f1, tokens
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
@@ -14,21 +13,7 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
 
 
 def f1(prediction: str, golds: Sequence[str]) -> float:
-    pred = tokens(prediction)
-    best = 0.0
-    for gold in golds:
-        ref = tokens(gold)
-        common = Counter(pred) & Counter(ref)
-        same = sum(common.values())
-        if not pred or not ref:
-            score = float(pred == ref)
-        elif same == 0:
-            score = 0.0
-        else:
-            precision, recall = same / len(pred), same / len(ref)
-            score = 2 * precision * recall / (precision + recall)
-        best = max(best, score)
-    return best
+    return max((token_f1(prediction, gold) for gold in golds), default=0.0)
 
 
 def recall_at(ranked: Sequence[str], relevant: Sequence[str], k: int) -> float:
