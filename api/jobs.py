@@ -261,8 +261,10 @@ class JobRunner:
                 return
             self._set(job.id, cursor=index + 1, done=index + 1, failures=failures)
         summary = f"{totals['documents']} indexed, {totals['chunks']} chunks written"
-        self._set(job.id, status=DONE, failures=failures, message=summary)
+        # staged files go before the job says done (a waiter must not see them); a crash in between
+        # resumes at the cursor, past every file, and just marks the job done
         shutil.rmtree(self.uploads_dir / job.id, ignore_errors=True)
+        self._set(job.id, status=DONE, failures=failures, message=summary)
 
     def _ingest_one(
         self,
