@@ -5,8 +5,11 @@ RagnetError (retrieval.errors)
       ├── ModelNotPrepared      a model folder is missing: run `ragnet models prepare`
       ├── ModelPreparationError a model package is missing or corrupt
       ├── UnknownAdapter        a request named an adapter that is not loaded
+      ├── AdapterMismatch       an adapter folder is not a LoRA adapter for this base model
       ├── MissingExtra          an optional backend's package is not installed
-      └── GenerationError       the backend failed while generating
+      ├── GenerationError       the backend failed while generating
+      │    └── BackendUnavailable  a generation server is down or too slow (after retries)
+      └── InvalidPrompt         an empty or overlong prompt
 """
 
 from __future__ import annotations
@@ -33,9 +36,21 @@ class UnknownAdapter(AgentError):
         self.name = name
 
 
+class AdapterMismatch(AgentError):
+    pass
+
+
 class MissingExtra(AgentError):
     pass
 
 
 class GenerationError(AgentError):
+    pass
+
+
+class BackendUnavailable(GenerationError):
+    pass
+
+
+class InvalidPrompt(AgentError):
     pass

@@ -9,7 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agents.errors import GenerationError, MissingExtra, ModelNotPrepared, UnknownAdapter
+from agents.errors import (
+    AdapterMismatch,
+    BackendUnavailable,
+    GenerationError,
+    InvalidPrompt,
+    MissingExtra,
+    ModelNotPrepared,
+    UnknownAdapter,
+)
 from retrieval.errors import KnowledgeBaseNotFound, RagnetError, StoreError, StoreLocked
 from retrieval.knowledge import InvalidName, ItemNotFound, KnowledgeBaseExists
 
@@ -22,6 +30,9 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (KnowledgeBaseExists, 409, "conflict"),
     (InvalidName, 422, "invalid_request"),
     (UnknownAdapter, 400, "unknown_adapter"),
+    (InvalidPrompt, 422, "invalid_prompt"),
+    (AdapterMismatch, 503, "adapter_mismatch"),
+    (BackendUnavailable, 503, "backend_unavailable"),
     (ModelNotPrepared, 503, "model_not_prepared"),
     (MissingExtra, 503, "missing_extra"),
     (StoreLocked, 503, "store_locked"),

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +38,17 @@ def evidence_threshold_for(embedder_name: str) -> float:
         if embedder_name == known or embedder_name.startswith(known + "-"):
             return threshold
     return UNMEASURED_EVIDENCE_THRESHOLD
+
+
+class AdapterEntry(BaseModel):
+    """One LoRA adapter in the registry (RAGNET_ADAPTERS as JSON, or [[adapters]] in the TOML file)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,47}$")
+    path: Path = Field(description="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
+    domains: list[str] = Field(default_factory=list, description="Router labels this adapter serves.")
+    description: str = ""
 
 
 class Settings(BaseSettings):
@@ -71,6 +82,48 @@ class Settings(BaseSettings):
         default="none",
         description="'int8': dynamic int8 Linear layers, ~2x faster on CPU, but on rc/xquad_en F1 drops "
         "from 0.49 to 0.33 (README), so fp32 ('none') is the default.",
+    )
+    generator_backend: Literal["transformers", "vllm", "openai"] = Field(
+        default="transformers",
+        description="'transformers': in-process on CPU (the embedded default). 'vllm': in-process vLLM "
+        "engine (GPU; `pip install 'ragnet[vllm]'`). 'openai': an OpenAI-compatible server such as a "
+        "`vllm serve --enable-lora --lora-modules name=path` fleet at openai_base_url.",
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server, e.g. http://10.0.0.5:8000/v1."
+    )
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = Field(
+        default=None,
+        description="The base model's name on the server (adapters are addressed by their own names). "
+        "Default: the first model the server lists.",
+    )
+    openai_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Per request attempt.")
+    openai_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries after a connection error, timeout or 5xx (backoff)."
+    )
+    adapters: list[AdapterEntry] | None = Field(
+        default=None,
+        description="The LoRA adapter registry. Default (unset): the adapters shipped in the package "
+        "(agents/models/adapters); [] for none.",
+    )
+    router: Literal["classifier", "off"] = Field(
+        default="classifier",
+        description="'classifier': each request is routed to the base model or a domain adapter by the "
+        "router (agents/routing.py); 'off': always the base model unless a request names an adapter.",
+    )
+    router_model: Path | None = Field(
+        default=None,
+        description="A router checkpoint folder (`ragnet train router --out`). Default: the one shipped.",
+    )
+    router_threshold: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="A domain prediction below this confidence goes to the base model.",
+    )
+    max_prompt_tokens: int = Field(
+        default=6000, ge=16, description="Longer prompts are refused (422) before they reach a backend."
     )
     embedder: Literal["multilingual-e5-small", "all-MiniLM-L6-v2"] = Field(
         default="multilingual-e5-small",
@@ -221,6 +274,11 @@ class Settings(BaseSettings):
                 "RAGNET_AUTH=none serves without API keys, so it binds to loopback only; "
                 f"host is {self.host}. "
                 "Use RAGNET_AUTH=keys (and `ragnet keys create`) to serve on other addresses"
+            )
+        if self.generator_backend == "openai" and not self.openai_base_url:
+            raise ValueError(
+                "RAGNET_GENERATOR_BACKEND=openai needs RAGNET_OPENAI_BASE_URL "
+                "(e.g. http://127.0.0.1:8000/v1 of a `vllm serve` server)"
             )
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")

@@ -20,6 +20,7 @@ class ScriptedGenerator:
     rules: list[tuple[str, str]]
     default: str = "unknown"
     name: str = "scripted"
+    adapters: tuple[str, ...] = ()
     prompts: list[str] = field(default_factory=list)
 
     def _reply(self, request: GenerationRequest) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
@@ -20,9 +20,24 @@ class GenerationRequest:
     top_p: float = 1.0
     repetition_penalty: float = 1.05
     stop: Sequence[str] = field(default_factory=tuple)
-    #: A LoRA adapter name, or None for the base model (routing arrives with the vLLM/LoRA work).
+    #: One LoRA adapter by name, or None for the base model (adapters off).
     adapter: str | None = None
+    #: A weighted mix of adapters ({name: weight}); when given it wins over ``adapter``. The
+    #: transformers backend blends them; vLLM and OpenAI-compatible servers serve one adapter per
+    #: request, so they take the heaviest (``adapter_weights`` below).
+    mix: Mapping[str, float] | None = None
     seed: int | None = None
+
+    def adapter_weights(self) -> dict[str, float]:
+        """The adapters this request asks for, with weights ({} = the base model)."""
+        if self.mix:
+            return {name: float(w) for name, w in self.mix.items() if w > 0}
+        return {self.adapter: 1.0} if self.adapter else {}
+
+    def heaviest_adapter(self) -> str | None:
+        """The single adapter a one-adapter-per-request engine serves for this request."""
+        weights = self.adapter_weights()
+        return max(weights, key=lambda n: weights[n]) if weights else None
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,8 @@ class Generation:
 
 class Generator(Protocol):
     name: str
+    #: Names of the LoRA adapters this backend can serve (empty: base model only).
+    adapters: Sequence[str]
 
     def generate(self, request: GenerationRequest) -> Generation:
         """The whole completion."""
