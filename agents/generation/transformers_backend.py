@@ -31,6 +31,7 @@ class TransformersGenerator:
         if not (path / "config.json").exists():
             raise ModelNotPrepared(f"no model in {path}; run `ragnet models prepare` first")
         self.name = path.name
+        self.adapters: list[str] = []
         self._torch = torch
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
