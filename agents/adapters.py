@@ -134,7 +134,9 @@ def check_adapter(adapter_dir: Path, base_config: dict[str, Any] | Path) -> dict
         cfg_file = base_config / "config.json"
         if not cfg_file.is_file():
             raise AdapterMismatch(f"no base-model config.json in {base_config}")
-        base_config = json.loads(cfg_file.read_text(encoding="utf-8"))
+        base: dict[str, Any] = json.loads(cfg_file.read_text(encoding="utf-8"))
+    else:
+        base = base_config
     cfg_path = adapter_dir / "adapter_config.json"
     weights = adapter_dir / "adapter_model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
@@ -148,8 +150,8 @@ def check_adapter(adapter_dir: Path, base_config: dict[str, Any] | Path) -> dict
         raise AdapterMismatch(f"{cfg_path} is not valid JSON: {exc}") from exc
     if adapter_config.get("peft_type", "LORA") != "LORA":
         raise AdapterMismatch(f"{adapter_dir} is a {adapter_config.get('peft_type')} adapter, not LoRA")
-    dims = _module_dims(base_config)
-    layers = int(base_config.get("num_hidden_layers", 0))
+    dims = _module_dims(base)
+    layers = int(base.get("num_hidden_layers", 0))
     found = 0
     for key, shape in safetensors_shapes(weights).items():
         match = _LORA_KEY.search(key)

@@ -53,8 +53,9 @@ class Generation:
 
 class Generator(Protocol):
     name: str
-    #: Names of the LoRA adapters this backend can serve (empty: base model only).
-    adapters: Sequence[str]
+    @property
+    def adapters(self) -> Sequence[str]:
+        """Names of the LoRA adapters this backend can serve (empty: base model only)."""
 
     def generate(self, request: GenerationRequest) -> Generation:
         """The whole completion."""
