@@ -4,9 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.errors import ModelNotPrepared, UnknownAdapter
+from agents.adapters import AdapterSpec
+from agents.errors import AdapterMismatch, InvalidPrompt, ModelNotPrepared, UnknownAdapter
 from agents.generation.base import GenerationRequest
 from agents.generation.transformers_backend import TransformersGenerator, _cut_at_stop
+from tests.tiny_lora import build_tiny_adapter
+from tests.tiny_model import build_tiny_model
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 
@@ -45,6 +48,60 @@ def test_stop_sequence_cuts_the_output(tiny_generator: TransformersGenerator) ->
 def test_unknown_adapter_is_refused(tiny_generator: TransformersGenerator) -> None:
     with pytest.raises(UnknownAdapter, match="'legal'"):
         tiny_generator.stream(GenerationRequest(messages=MESSAGES, adapter="legal"))
+
+
+def test_empty_and_overlong_prompts_are_refused(tiny_model_dir: Path) -> None:
+    gen = TransformersGenerator(tiny_model_dir, max_prompt_tokens=20)
+    with pytest.raises(InvalidPrompt, match="non-empty"):
+        gen.generate(GenerationRequest(messages=[{"role": "user", "content": "  "}]))
+    with pytest.raises(InvalidPrompt, match="limit is 20"):
+        gen.generate(GenerationRequest(messages=[{"role": "user", "content": "Apollo 11 " * 40}]))
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[AdapterSpec]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [
+        AdapterSpec("alpha", build_tiny_adapter(tiny_model_dir, root / "alpha", seed=1), ("a",)),
+        AdapterSpec("beta", build_tiny_adapter(tiny_model_dir, root / "beta", seed=2), ("b",)),
+    ]
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_adapters_per_request_base_off_and_weighted_mix(
+    tiny_model_dir: Path, two_adapters: list[AdapterSpec], quantize: str
+) -> None:
+    plain = TransformersGenerator(tiny_model_dir, quantize=quantize)  # type: ignore[arg-type]
+    gen = TransformersGenerator(tiny_model_dir, quantize=quantize, adapters=two_adapters)  # type: ignore[arg-type]
+    assert gen.adapters == ["alpha", "beta"]
+
+    def text(**kw: object) -> str:
+        return gen.generate(GenerationRequest(messages=MESSAGES, max_tokens=8, **kw)).text  # type: ignore[arg-type]
+
+    base, alpha, beta = text(), text(adapter="alpha"), text(adapter="beta")
+    # Base with adapters off is the plain model; each adapter changes the output.
+    assert base == plain.generate(GenerationRequest(messages=MESSAGES, max_tokens=8)).text
+    assert len({base, alpha, beta}) == 3
+    # A mix of one adapter at weight 1 is that adapter; a real mix is neither; nothing sticks.
+    assert text(mix={"alpha": 1.0}) == alpha
+    blend = text(mix={"alpha": 0.5, "beta": 0.5})
+    assert blend not in {alpha, beta}
+    assert text(adapter="alpha") == alpha and text() == base
+    # Streaming and batches honour the adapter too.
+    request = GenerationRequest(messages=MESSAGES, max_tokens=8, adapter="beta")
+    assert "".join(gen.stream(request)) == beta
+    assert [g.text for g in gen.generate_batch([request, request])] == [beta, beta]
+    with pytest.raises(UnknownAdapter, match="known adapters: alpha, beta"):
+        text(mix={"alpha": 0.5, "gamma": 0.5})
+
+
+def test_adapter_for_another_base_model_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    other = build_tiny_model(tmp_path / "other", hidden_size=96)
+    foreign = build_tiny_adapter(other, tmp_path / "foreign")
+    with pytest.raises(AdapterMismatch, match="built for another base model"):
+        TransformersGenerator(tiny_model_dir, adapters=[AdapterSpec("foreign", foreign)])
+    with pytest.raises(AdapterMismatch, match="not a PEFT adapter folder"):
+        TransformersGenerator(tiny_model_dir, adapters=[AdapterSpec("empty", tmp_path)])
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
+def build_tiny_model(path: Path, seed: int = 0, hidden_size: int = 64) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -42,7 +42,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 
     config = Qwen2Config(
         vocab_size=len(fast),
-        hidden_size=64,
+        hidden_size=hidden_size,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -9,7 +10,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.errors import GenerationError, ModelNotPrepared, UnknownAdapter
+from agents.adapters import AdapterSpec, check_adapter
+from agents.errors import GenerationError, InvalidPrompt, ModelNotPrepared, UnknownAdapter
 from agents.generation.base import Generation, GenerationRequest
 
 
@@ -22,32 +24,57 @@ def configure_torch(threads: int | None) -> None:
 
 
 class TransformersGenerator:
-    """A causal LM from a local folder; requests are served one at a time (one model, few cores)."""
+    """A causal LM from a local folder; requests are served one at a time (one model, few cores).
 
-    def __init__(self, path: Path, *, quantize: Literal["none", "int8"] = "none") -> None:
+    With ``adapters``, every LoRA adapter is loaded once beside the base weights (PEFT): a request
+    names one (``adapter``), a weighted mix (``mix``: the adapters run together, each scaled by its
+    weight), or none (the base model with every adapter off).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        quantize: Literal["none", "int8"] = "none",
+        adapters: Sequence[AdapterSpec] = (),
+        max_prompt_tokens: int | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not (path / "config.json").exists():
             raise ModelNotPrepared(f"no model in {path}; run `ragnet models prepare` first")
+        for spec in adapters:  # refuse a foreign adapter before loading anything heavy
+            check_adapter(spec.path, path)
         self.name = path.name
-        self.adapters: list[str] = []
         self._torch = torch
+        self._max_prompt_tokens = max_prompt_tokens
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
         model.eval()
+        self._adapters: list[str] = []
+        if adapters:
+            from peft import PeftModel
+
+            first, *rest = adapters
+            model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.name)
+            for spec in rest:
+                model.load_adapter(str(spec.path), adapter_name=spec.name)
+            self._adapters = [s.name for s in adapters]
+            model.eval()
         if quantize == "int8":
-            with warnings.catch_warnings():
-                # torch marks eager dynamic quantisation deprecated but it is still the fastest
-                # CPU path for this model here (~2x decode over fp32, DESIGN.md).
-                warnings.simplefilter("ignore")
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = _quantize_int8(model)
         self._model: Any = model
+        self._layers: list[Any] | None = None
         self._lock = threading.Lock()
         eos = model.generation_config.eos_token_id
         self._eos: list[int] = [eos] if isinstance(eos, int) else list(eos or [])
         if self._tokenizer.eos_token_id is not None and self._tokenizer.eos_token_id not in self._eos:
             self._eos.append(self._tokenizer.eos_token_id)
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
@@ -106,7 +133,10 @@ class TransformersGenerator:
         )
         if shared_stops:
             kwargs.update(stop_strings=shared_stops, tokenizer=tok)
-        with self._lock, torch.inference_mode():
+        weights = requests[0].adapter_weights()
+        if any(r.adapter_weights() != weights for r in requests[1:]):
+            raise GenerationError("one batch runs one adapter choice; split requests by adapter")
+        with self._lock, torch.inference_mode(), self._active(weights):
             try:
                 out = self._model.generate(**kwargs)
             except Exception as exc:
@@ -147,10 +177,54 @@ class TransformersGenerator:
         return results
 
     def _check(self, request: GenerationRequest) -> None:
-        if request.adapter is not None:  # LoRA adapters arrive with the routing work
-            raise UnknownAdapter(request.adapter, [])
-        if not request.messages:
-            raise GenerationError("a generation request needs at least one message")
+        for name in request.adapter_weights():
+            if name not in self._adapters:
+                raise UnknownAdapter(name, self._adapters)
+        if not request.messages or not any(m["content"].strip() for m in request.messages):
+            raise InvalidPrompt("a generation request needs at least one non-empty message")
+        if self._max_prompt_tokens is not None:
+            used = sum(self.count_tokens(m["content"]) for m in request.messages)
+            if used > self._max_prompt_tokens:
+                raise InvalidPrompt(
+                    f"the prompt is {used} tokens; the limit is {self._max_prompt_tokens} "
+                    "(RAGNET_MAX_PROMPT_TOKENS)"
+                )
+
+    @contextlib.contextmanager
+    def _active(self, weights: dict[str, float]) -> Iterator[None]:
+        """The adapter choice for one generate call (the caller holds the lock).
+
+        A mix activates its adapters together with each one's LoRA scale multiplied by its
+        weight, so the model runs with exactly the weighted sum of their weight deltas; no
+        merged copy is built (that works on int8 base layers too)."""
+        if not self._adapters:
+            yield
+            return
+        if not weights:
+            with self._model.disable_adapter():
+                yield
+            return
+        names = sorted(weights)
+        self._model.base_model.set_adapter(names if len(names) > 1 else names[0])
+        scaled = [w != 1.0 for w in weights.values()]
+        if any(scaled):
+            for layer in self._lora_layers():
+                for name in names:
+                    layer.set_scale(name, weights[name])
+        try:
+            yield
+        finally:
+            if any(scaled):
+                for layer in self._lora_layers():
+                    for name in names:
+                        layer.set_scale(name, 1.0)
+
+    def _lora_layers(self) -> list[Any]:
+        if self._layers is None:
+            from peft.tuners.lora.layer import LoraLayer
+
+            self._layers = [m for m in self._model.modules() if isinstance(m, LoraLayer)]
+        return self._layers
 
     def _run(self, request: GenerationRequest, stats: dict[str, int]) -> Iterator[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -186,7 +260,7 @@ class TransformersGenerator:
 
         def run() -> None:
             try:
-                with self._torch.inference_mode():
+                with self._torch.inference_mode(), self._active(request.adapter_weights()):
                     if request.seed is not None:
                         self._torch.manual_seed(request.seed)
                     result["out"] = self._model.generate(**kwargs)
@@ -209,6 +283,22 @@ class TransformersGenerator:
             out = result.get("out")
             stats["prompt_tokens"] = prompt_len
             stats["new_tokens"] = int(out.shape[1]) - prompt_len if out is not None else 0
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 on the model's Linear layers, LoRA factors excepted (they stay fp32)."""
+    import torch
+
+    names = {
+        name: torch.ao.quantization.default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and "lora_" not in name
+    }
+    with warnings.catch_warnings():
+        # torch marks eager dynamic quantisation deprecated but it is still the fastest
+        # CPU path for this model here (~2x decode over fp32, DESIGN.md).
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8)
 
 
 def _cut_at_stop(pieces: Iterator[str], stops: Any) -> Iterator[str]:
