@@ -50,7 +50,9 @@ class TransformersGenerator:
         self._torch = torch
         self._max_prompt_tokens = max_prompt_tokens
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, local_files_only=True
+        )
         model.eval()
         self._adapters: list[str] = []
         if adapters:
