@@ -241,6 +241,11 @@ def cmd_kbs(args: argparse.Namespace, services: Any) -> int:
 def cmd_eval(args: argparse.Namespace, services: Any) -> int:
     from api.evaluation import runs
 
+    if args.what == "router":
+        return _eval_router(args, services)
+    if not args.kb:
+        _err(f"error: eval {args.what} needs --kb")
+        return 2
     if args.what == "retrieval":
         if args.corpus is None or args.questions is None:
             _err("error: eval retrieval needs --corpus and --questions")
@@ -273,6 +278,75 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
     return 0
 
 
+def _router_threshold(args: argparse.Namespace, services: Any) -> float | None:
+    threshold = services.settings.router_threshold if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        _err(f"error: --threshold must be within [0, 1], got {threshold}")
+        return None
+    return float(threshold)
+
+
+def _eval_router(args: argparse.Namespace, services: Any) -> int:
+    from api.evaluation.router_eval import eval_router
+
+    if not args.train or not args.test:
+        _err("error: eval router needs --train and --test (FILE[=LABEL], comma-separated)")
+        return 2
+    threshold = _router_threshold(args, services)
+    if threshold is None:
+        return 2
+    embedder = services.embedder
+    result = eval_router(
+        lambda texts: embedder.embed(texts, kind="query"),
+        embedder.name,
+        args.train,
+        args.test,
+        threshold,
+        seed=13,
+        log=_err,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _train_router(args: argparse.Namespace, services: Any) -> int:
+    from api.evaluation.router_eval import train_router_files
+
+    if not args.train:
+        _err("error: train router needs --train (FILE[=LABEL], comma-separated)")
+        return 2
+    threshold = _router_threshold(args, services)
+    if threshold is None:
+        return 2
+    embedder = services.embedder
+    out = args.out or services.settings.data_dir / "models" / "router"
+    result = train_router_files(
+        lambda texts: embedder.embed(texts, kind="query"),
+        embedder.name,
+        args.train,
+        out,
+        test_spec=args.test,
+        threshold=threshold,
+        seed=args.seed,
+        log=_err,
+    )
+    _err(f"to use it: RAGNET_ROUTER_MODEL={out} (default: the router shipped in the package)")
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from api.evaluation.router_eval import write_split
+
+    result = write_split(args.data, args.out)
+    _err(
+        f"wrote {args.out}/train.jsonl and test.jsonl; evaluate with: ragnet eval router "
+        f"--train {args.out}/train.jsonl --test {args.out}/test.jsonl"
+    )
+    print(json.dumps(result))
+    return 0
+
+
 #: The sets the shipped support GNN was trained on (folder under --data, and how many questions).
 GNN_SETS = "rc/cmrc2018_trial:40,multihop/musique_train100:65"
 
@@ -295,6 +369,8 @@ def _training_sets(data: Path, spec: str) -> list[Any]:
 
 
 def cmd_train(args: argparse.Namespace, services: Any) -> int:
+    if args.what == "router":
+        return _train_router(args, services)
     from api.evaluation.aggregate import train_gnn
 
     try:
@@ -350,8 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", help="comma-separated knowledge bases the key may use (default: all, '*')")
 
     p = sub.add_parser("eval", help="evaluation over shared/data formats; last line is one JSON object")
-    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate"])
-    p.add_argument("--kb", required=True)
+    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate", "router"])
+    p.add_argument("--kb", help="the knowledge base (every evaluation but router)")
+    p.add_argument("--train", help="router: labelled files FILE[=LABEL],... to train on")
+    p.add_argument("--test", help="router: labelled files FILE[=LABEL],... to evaluate on")
+    p.add_argument("--threshold", type=float, help="router: confidence below which it is the base model")
     p.add_argument("--corpus", type=Path, help="corpus.jsonl (retrieval, qa)")
     p.add_argument("--questions", type=Path, help="questions.jsonl (retrieval, qa)")
     p.add_argument("--faqs", type=Path, help="faqs.jsonl (faq)")
@@ -368,7 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive, default=10)
 
     p = sub.add_parser("train", help="train a small model (gnn: the support GNN); last line is JSON")
-    p.add_argument("what", choices=["gnn"])
+    p.add_argument("what", choices=["gnn", "router"])
+    p.add_argument("--train", help="router: labelled files FILE[=LABEL],... (see `ragnet data router-split`)")
+    p.add_argument("--test", help="router: held-out files FILE[=LABEL],...; the numbers go in the data card")
+    p.add_argument("--threshold", type=float, help="router: threshold for the held-out numbers")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="evaluation data folder")
     p.add_argument(
         "--sets",
@@ -377,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=_positive, default=40)
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn)")
+    p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn|router)")
+
+    p = sub.add_parser("data", help="build evaluation splits (router-split: banking vs general)")
+    p.add_argument("what", choices=["router-split"])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared/data folder")
+    p.add_argument("--out", type=Path, required=True, help="folder for train.jsonl, test.jsonl, split.json")
     return parser
 
 
@@ -394,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "models":
             return cmd_models(args, settings)
+        if args.command == "data":
+            return cmd_data(args)
         from api.services import Services
 
         services = Services(settings)
