@@ -83,8 +83,14 @@ def server(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> I
     command = serve_command(tiny["model"], {"a": tiny["a"], "b": tiny["b"]}, port)
     started = time.monotonic()
     with log_path.open("wb") as log:
+        # cwd: `python -m` puts it first on sys.path, and the repo's folders must not shadow packages.
         proc = subprocess.Popen(
-            command, env=vllm_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=vllm_env(),
+            cwd=log_path.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log_path)
@@ -192,8 +198,9 @@ def test_in_process_vllm_generator(tiny: dict[str, Path]) -> None:
     command = [str(VLLM_PYTHON), str(REPO / "tests" / "vllm_helpers.py")]
     command += [str(tiny["model"]), str(tiny["a"]), str(tiny["b"])]
     started = time.monotonic()
+    env = {**vllm_env(), "PYTHONPATH": str(REPO)}  # ragnet's agents package, from this checkout
     done = subprocess.run(
-        command, env=vllm_env(), capture_output=True, text=True, timeout=IN_PROCESS_DEADLINE_S, cwd=REPO
+        command, env=env, capture_output=True, text=True, timeout=IN_PROCESS_DEADLINE_S, cwd=REPO
     )
     results = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     assert done.returncode == 0 and results, (

