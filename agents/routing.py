@@ -43,7 +43,9 @@ GENERAL = "general"
 #: second domain is more likely noise than a real second topic.
 MIX_FLOOR = 0.25
 
-Reason = Literal["classifier", "below threshold", "no adapter for domain", "requested", "router off"]
+Reason = Literal[
+    "classifier", "below threshold", "no adapter for domain", "requested", "router off", "no adapters"
+]
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -226,10 +228,14 @@ class ClassifierRouter:
 
 
 class BaseOnlyRouter:
-    """router='off': every request goes to the base model (unless it names an adapter)."""
+    """router='off' (or no adapter to route to): every request goes to the base model (unless it
+    names an adapter)."""
+
+    def __init__(self, reason: Reason = "router off") -> None:
+        self.reason: Reason = reason
 
     def route(self, text: str) -> Route:
-        return Route(GENERAL, 1.0, {}, "router off")
+        return Route(GENERAL, 1.0, {}, self.reason)
 
 
 def route_request(router: Router, text: str, requested: str | None, registry: AdapterRegistry) -> Route:

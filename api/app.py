@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api import errors
-from api.routes import admin, admin_page, health, search
+from api.routes import adapters, admin, admin_page, health, search
 from api.services import Services
 from api.settings import Settings
 
@@ -42,6 +42,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(search.router)
+    app.include_router(adapters.router)
     app.include_router(admin.router)
     app.include_router(admin_page.router)
 

@@ -229,6 +229,25 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def cmd_adapters(args: argparse.Namespace, services: Any) -> int:
+    from api.adapter_listing import adapter_report
+
+    report = adapter_report(services)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"backend {report['backend']}  base {report['base_model']}  router {report['router']['mode']}")
+    if not report["adapters"]:
+        print("no adapters (RAGNET_ADAPTERS)")
+    for row in report["adapters"]:
+        fits = {True: "fits the base model", False: "DOES NOT FIT", None: "checked by the server"}
+        print(f"{row['name']:<16} domains {','.join(row['domains']) or '-':<20} {fits[row['fits_base']]}")
+        print(f"{'':<16} {row['description']}\n{'':<16} {row['path']}")
+        if row.get("problem"):
+            print(f"{'':<16} {row['problem']}")
+    return 0
+
+
 def cmd_kbs(args: argparse.Namespace, services: Any) -> int:
     rows = [
         {"name": k.name, "documents": k.documents, "chunks": k.chunks, "created_at": k.created_at.isoformat()}
@@ -243,6 +262,8 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
 
     if args.what == "router":
         return _eval_router(args, services)
+    if args.what == "adapter":
+        return _eval_adapter(args, services)
     if not args.kb:
         _err(f"error: eval {args.what} needs --kb")
         return 2
@@ -371,6 +392,11 @@ def _training_sets(data: Path, spec: str) -> list[Any]:
 def cmd_train(args: argparse.Namespace, services: Any) -> int:
     if args.what == "router":
         return _train_router(args, services)
+    if args.what == "lora":
+        from api.evaluation.adapter_eval import train_lora_command
+
+        print(json.dumps(train_lora_command(services.settings, args, log=_err)))
+        return 0
     from api.evaluation.aggregate import train_gnn
 
     try:
@@ -379,10 +405,41 @@ def cmd_train(args: argparse.Namespace, services: Any) -> int:
         _err(f"error: {exc}")
         return 2
     out = args.out or services.settings.data_dir / "models" / "support_gnn"
-    result = train_gnn(services, sets, out, epochs=args.epochs, seed=args.seed, log=_err)
+    result = train_gnn(services, sets, out, epochs=args.epochs or 40, seed=args.seed, log=_err)
     _err(f"to use it: RAGNET_SUPPORT_GNN={out} (default: the checkpoint shipped in the package)")
     print(json.dumps(result))
     return 0
+
+
+def _eval_adapter(args: argparse.Namespace, services: Any) -> int:
+    from api.evaluation.adapter_eval import eval_adapter
+
+    if args.adapter is None or args.data is None:
+        _err("error: eval adapter needs --adapter DIR and --data FILE")
+        return 2
+    result = eval_adapter(
+        services.settings, services, args.adapter, args.data, args.general,
+        limit=args.limit, holdout=args.holdout, log=_err,
+    )  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+def _lora_arguments(p: argparse.ArgumentParser) -> None:
+    """`train lora` options (agents/lora_training.py documents the data formats and the mixing rule)."""
+    p.add_argument("--name", help="lora: the adapter's name (lower case, digits, - and _)")
+    p.add_argument("--general", type=Path, help="lora: general data FILE mixed in (any --data format)")
+    p.add_argument("--domains", help="lora: comma-separated router labels the adapter serves (default: NAME)")
+    p.add_argument("--description", default="", help="lora: one line for the registry")
+    p.add_argument("--r", type=_positive, default=8, help="lora: rank (alpha = 2r)")
+    p.add_argument("--layers", type=_positive, help="lora: adapt only the top N layers (default: all)")
+    p.add_argument("--lr", type=float, default=3e-4, help="lora: peak learning rate")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--max-len", type=_positive, default=192, help="lora: longer examples are skipped")
+    p.add_argument("--general-share", type=float, default=0.3, help="lora: share of general examples")
+    p.add_argument("--holdout", type=float, default=0.1, help="lora: share of each file held out (id hash)")
+    p.add_argument("--limit", type=_positive, help="lora: at most N domain examples (balanced by label)")
+    p.add_argument("--save-every", type=_positive, default=20, help="lora: steps between snapshots")
 
 
 def _positive(text: str) -> int:
@@ -419,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("kbs", help="list knowledge bases")
 
+    p = sub.add_parser("adapters", help="the LoRA adapter registry (RAGNET_ADAPTERS, or the shipped ones)")
+    p.add_argument("action", nargs="?", choices=["list"], default="list")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
     p.add_argument("action", nargs="?", choices=["create", "list", "revoke"], default="list")
     p.add_argument("--name", help="a label for the key (unique)")
@@ -426,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", help="comma-separated knowledge bases the key may use (default: all, '*')")
 
     p = sub.add_parser("eval", help="evaluation over shared/data formats; last line is one JSON object")
-    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate", "router"])
+    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate", "router", "adapter"])
     p.add_argument("--kb", help="the knowledge base (every evaluation but router)")
     p.add_argument("--train", help="router: labelled files FILE[=LABEL],... to train on")
     p.add_argument("--test", help="router: labelled files FILE[=LABEL],... to evaluate on")
@@ -445,9 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="accepted for compatibility; output is always JSON")
     p.add_argument("--limit", type=_positive)
     p.add_argument("--k", type=_positive, default=10)
+    p.add_argument("--adapter", type=Path, help="adapter: the PEFT adapter folder to measure")
+    p.add_argument("--data", type=Path, help="adapter: domain data FILE (its held-out side is scored)")
+    p.add_argument("--general", type=Path, help="adapter: general questions FILE (base vs adapter vs routed)")
+    p.add_argument("--holdout", type=float, help="adapter: share scored (default: as trained, or all)")
 
     p = sub.add_parser("train", help="train a small model (gnn: the support GNN); last line is JSON")
-    p.add_argument("what", choices=["gnn", "router"])
+    p.add_argument("what", choices=["gnn", "router", "lora"])
     p.add_argument("--train", help="router: labelled files FILE[=LABEL],... (see `ragnet data router-split`)")
     p.add_argument("--test", help="router: held-out files FILE[=LABEL],...; the numbers go in the data card")
     p.add_argument("--threshold", type=float, help="router: threshold for the held-out numbers")
@@ -457,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=GNN_SETS,
         help=f"comma-separated set folders under --data, each with an optional :limit (default {GNN_SETS})",
     )
-    p.add_argument("--epochs", type=_positive, default=40)
+    p.add_argument("--epochs", type=_positive, help="default: gnn 40, lora 1")
     p.add_argument("--seed", type=int, default=13)
+    _lora_arguments(p)
     p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn|router)")
 
     p = sub.add_parser("data", help="build evaluation splits (router-split: banking vs general)")
@@ -491,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ingest": cmd_ingest,
                 "ask": cmd_ask,
                 "kbs": cmd_kbs,
+                "adapters": cmd_adapters,
                 "eval": cmd_eval,
                 "keys": cmd_keys,
                 "train": cmd_train,

@@ -43,6 +43,7 @@ def _inputs(
             "deadline_s": s.agent_deadline_s,
         },
         "started": time.monotonic(),
+        "route": {},
         "trace": [],
         "hops": 0,
         "llm_calls": 0,
@@ -57,6 +58,7 @@ def _trace(state: dict[str, Any]) -> dict[str, Any]:
     analysis = state.get("analysis", {})
     return {
         "pipeline": "agentic" if analysis.get("multi_hop") else "single",
+        "route": state.get("route", {}),
         "analysis": analysis,
         "plan": state.get("plan", []),
         "steps": state.get("trace", []),
@@ -77,6 +79,7 @@ def _response(request_id: str, state: dict[str, Any], started: float) -> dict[st
         "grounded": bool(state.get("grounded", False)),
         "citations": state.get("citations", []),
         "timings": timings,
+        "route": state.get("route", {}),
         "trace": _trace(state),
     }
 
@@ -89,9 +92,11 @@ def answer(
     *,
     mode: Mode | None = None,
     strict: bool | None = None,
+    adapter: str | None = None,
 ) -> dict[str, Any]:
     """The whole response: the ``done`` event of :func:`answer_events`."""
-    for event, data in answer_events(services, kb, question, top_k, mode=mode, strict=strict):
+    events = answer_events(services, kb, question, top_k, mode=mode, strict=strict, adapter=adapter)
+    for event, data in events:
         if event == "done":
             return data
     raise AssertionError("the answer graph ended without a response")  # answer_events always ends with done
@@ -105,18 +110,21 @@ def answer_events(
     *,
     mode: Mode | None = None,
     strict: bool | None = None,
+    adapter: str | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs: ``step`` (each decision as it happens), ``retrieval``, ``token``…, then
-    ``done`` with the whole response. Validation happens before the first event (404 / 422 stay
-    plain HTTP errors)."""
+    """(event, data) pairs: ``start`` (id and route), ``step`` (each decision as it happens),
+    ``retrieval``, ``token``…, then ``done`` with the whole response. Validation happens before the
+    first event (404 / 422 / an unknown adapter's 400 stay plain HTTP errors)."""
     started = time.perf_counter()
     inputs = _inputs(services, kb, question, top_k, mode, strict)
-    context = services.agentic_context()
+    route = services.route(question, adapter)
+    inputs["route"] = route.as_dict()
+    context = services.agentic_context(route)
     request_id = uuid.uuid4().hex
 
     def run() -> Iterator[tuple[str, dict[str, Any]]]:
         state: dict[str, Any] = {}
-        yield "start", {"id": request_id}
+        yield "start", {"id": request_id, "route": inputs["route"]}
         for kind, chunk in services.agentic_graph.stream(
             inputs, config=_config(request_id), context=context, stream_mode=["custom", "values"]
         ):

@@ -33,6 +33,13 @@ class AnswerRequest(BaseModel):
         "found (default: the knowledge base's setting, else RAGNET_STRICT).",
     )
 
+    adapter: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_\-]{0,47}$",
+        description="Generate with this LoRA adapter (GET /v1/adapters) instead of the router's choice; "
+        "an unknown name is a 400.",
+    )
+
     @field_validator("question")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -60,6 +67,12 @@ class AnswerResponse(BaseModel):
     )
     citations: list[Citation]
     timings: dict[str, float]
+    route: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where the answer was generated: label, confidence, adapters ({} = the base model), "
+        "reason ('classifier', 'below threshold', 'no adapter for domain', 'requested', 'router off'), "
+        "scores, ms.",
+    )
     trace: dict[str, Any] = Field(
         description="pipeline, analysis, plan, steps (each decision), claims, backtracks, budgets and "
         "what was used, and which budget ran out (if one did). Also at GET /v1/search/traces/{id}."

@@ -12,10 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.errors import ModelNotPrepared
+from agents.adapters import AdapterRegistry, AdapterSpec, check_adapter, shipped_specs
+from agents.errors import AdapterMismatch, ModelNotPrepared
 from agents.generation.base import Generator
+from agents.generation.routed import RoutedGenerator
 from agents.model_prep import generator_dir, is_prepared
 from agents.reading import OverlapSupportScorer, SupportScorer
+from agents.routing import BaseOnlyRouter, Route, Router, route_request
 from api.jobs import JobRunner
 from api.settings import Settings
 from graph.search_qa import AgenticContext, build_agentic_graph
@@ -103,16 +106,103 @@ class Services:
         return self._once("generator", self._build_generator)
 
     def _build_generator(self) -> Generator:
-        from agents.generation.transformers_backend import TransformersGenerator, configure_torch
-
         s = self.settings
-        path = s.generator_path or generator_dir(s.models_dir)
+        specs = self.adapter_registry.specs
+        if s.generator_backend == "openai":
+            from agents.generation.openai_backend import OpenAIGenerator
+
+            assert s.openai_base_url  # the settings validator requires it for this backend
+            key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+            return OpenAIGenerator(
+                s.openai_base_url,
+                model=s.openai_model,
+                api_key=key,
+                timeout_s=s.openai_timeout_s,
+                retries=s.openai_retries,
+                max_prompt_tokens=s.max_prompt_tokens,
+            )
+        path = self.generator_path
         if not is_prepared(path):
             raise ModelNotPrepared(
                 f"the generator is not prepared in {path}; run `ragnet models prepare` (or `make run`)"
             )
+        if s.generator_backend == "vllm":
+            from agents.generation.vllm_backend import VLLMGenerator
+
+            return VLLMGenerator(path, adapters=specs, max_prompt_tokens=s.max_prompt_tokens)
+        from agents.generation.transformers_backend import TransformersGenerator, configure_torch
+
         configure_torch(s.torch_threads)
-        return TransformersGenerator(path, quantize=s.generator_quantize)
+        return TransformersGenerator(
+            path, quantize=s.generator_quantize, adapters=specs, max_prompt_tokens=s.max_prompt_tokens
+        )
+
+    @property
+    def generator_path(self) -> Path:
+        return self.settings.generator_path or generator_dir(self.settings.models_dir)
+
+    @property
+    def adapter_registry(self) -> AdapterRegistry:
+        """RAGNET_ADAPTERS as given (an adapter that does not fit the base model is refused when the
+        generator loads), else the shipped adapters that fit the configured base model."""
+        return self._once("adapter_registry", self._build_registry)
+
+    def _build_registry(self) -> AdapterRegistry:
+        s = self.settings
+        if s.adapters is not None:
+            return AdapterRegistry(
+                tuple(AdapterSpec(e.name, e.path, tuple(e.domains), e.description) for e in s.adapters)
+            )
+        specs = []
+        given = self._parts.get("generator")
+        for spec in shipped_specs():
+            if given is not None:  # a generator passed in ready-made serves what it lists
+                if spec.name in given.adapters:
+                    specs.append(spec)
+                continue
+            if s.generator_backend == "openai":
+                specs.append(spec)  # the server's --lora-modules decide; unknown names are a 400
+                continue
+            try:
+                check_adapter(spec.path, self.generator_path)
+            except AdapterMismatch as exc:
+                log.warning("shipped adapter %r skipped: %s", spec.name, exc)
+                continue
+            specs.append(spec)
+        return AdapterRegistry(tuple(specs))
+
+    @property
+    def router(self) -> Router:
+        """The classifier router over the embedder when there are adapters to route to; otherwise
+        (or RAGNET_ROUTER=off) every request goes to the base model."""
+
+        def build() -> Router:
+            s = self.settings
+            registry = self.adapter_registry
+            if s.router == "off":
+                return BaseOnlyRouter()
+            if not registry.specs:
+                return BaseOnlyRouter("no adapters")
+            from agents.routing import DEFAULT_ROUTER, ClassifierRouter, RouterCheckpointError, RouterModel
+
+            embedder = self.embedder
+            try:
+                model = RouterModel.load(
+                    s.router_model or DEFAULT_ROUTER, embedder=embedder.name, dim=embedder.dim
+                )
+            except RouterCheckpointError as exc:
+                if s.router_model is not None:
+                    raise
+                log.warning("routing is off: %s", exc)
+                return BaseOnlyRouter()
+            embed = lambda texts: embedder.embed(texts, kind="query")  # noqa: E731
+            return ClassifierRouter(model, embed, registry, s.router_threshold)
+
+        return self._once("router", build)
+
+    def route(self, text: str, requested: str | None = None) -> Route:
+        """Where one user request is generated: the adapter it names, or the router's choice."""
+        return route_request(self.router, text, requested, self.adapter_registry)
 
     @property
     def sparse(self) -> SparseEncoder:
@@ -183,12 +273,16 @@ class Services:
 
         return self._once("support_scorer", build)
 
-    def agentic_context(self) -> AgenticContext:
+    def agentic_context(self, route: Route | None = None) -> AgenticContext:
+        """The graph's context for one request; every generator call runs on ``route``'s adapters."""
         s = self.settings
+        generator = self.generator
+        if route is not None and route.adapters:
+            generator = RoutedGenerator(generator, route.adapters)
         return AgenticContext(
             search=self.retriever.search,
             search_faqs=self.retriever.search_faqs,
-            generator=self.generator,
+            generator=generator,
             score_threshold=s.evidence_threshold(self.embedder.name),
             scorer=self.support_scorer,
             min_confidence=s.min_confidence,

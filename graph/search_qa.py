@@ -71,6 +71,8 @@ class AgenticState(TypedDict, total=False):
     strict: bool
     budgets: Budgets
     started: float
+    #: The routing decision of the request (base model or adapters), for the trace.
+    route: dict[str, Any]
     analysis: dict[str, Any]
     strategy: int
     plan: list[dict[str, Any]]

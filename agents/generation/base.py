@@ -53,6 +53,7 @@ class Generation:
 
 class Generator(Protocol):
     name: str
+
     @property
     def adapters(self) -> Sequence[str]:
         """Names of the LoRA adapters this backend can serve (empty: base model only)."""

@@ -19,6 +19,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
     403: {"model": ErrorResponse, "description": "The key may not use this knowledge base"},
+    400: {"model": ErrorResponse, "description": "Unknown adapter"},
     404: {"model": ErrorResponse, "description": "Unknown knowledge base"},
     422: {"model": ErrorResponse, "description": "Empty, oversized or malformed request"},
     503: {"model": ErrorResponse, "description": "Model not prepared or index unavailable"},
@@ -34,11 +35,25 @@ def search_answer(body: AnswerRequest, services: ServicesDep, who: PrincipalDep)
     """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
     who.check(body.kb)
     if not body.stream:
-        return qa.answer(services, body.kb, body.question, body.top_k, mode=body.mode, strict=body.strict)
+        return qa.answer(
+            services,
+            body.kb,
+            body.question,
+            body.top_k,
+            mode=body.mode,
+            strict=body.strict,
+            adapter=body.adapter,
+        )
 
     # Validation (limits, unknown kb) raises here, before the stream starts: a plain 422 / 404.
     events = qa.answer_events(
-        services, body.kb, body.question, body.top_k, mode=body.mode, strict=body.strict
+        services,
+        body.kb,
+        body.question,
+        body.top_k,
+        mode=body.mode,
+        strict=body.strict,
+        adapter=body.adapter,
     )
 
     def stream() -> Iterator[str]:
