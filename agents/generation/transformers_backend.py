@@ -35,7 +35,7 @@ class TransformersGenerator:
         self,
         path: Path,
         *,
-        quantize: Literal["none", "int8"] = "none",
+        quantize: Literal["none", "int8", "bf16"] = "none",
         adapters: Sequence[AdapterSpec] = (),
         max_prompt_tokens: int | None = None,
     ) -> None:
@@ -50,9 +50,8 @@ class TransformersGenerator:
         self._torch = torch
         self._max_prompt_tokens = max_prompt_tokens
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=torch.float32, local_files_only=True
-        )
+        dtype = torch.bfloat16 if quantize == "bf16" else torch.float32
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         model.eval()
         self._adapters: list[str] = []
         if adapters:
