@@ -335,7 +335,7 @@ def _eta(seconds: float) -> str:
 
 def _card(meta: dict[str, Any]) -> str:
     rows = [f"| {d['role']} | `{d['file']}` | {d['examples']} | {d.get('note', '')} |" for d in meta["data"]]
-    cfg = meta["config"]
+    cfg, init = meta["config"], meta.get("init_adapter")
     return "\n".join(
         [
             f"# LoRA adapter `{meta['name']}` — data card",
@@ -351,6 +351,16 @@ def _card(meta: dict[str, Any]) -> str:
             f"{cfg['seed']}. {meta['steps']} steps in {meta['seconds']:.0f} s on CPU; loss "
             f"{meta['first_loss']} -> {meta['last_loss']} (reply tokens only).",
             "",
+            *(
+                [
+                    f"Continued from adapter `{init['name']}` ({init['steps']} steps, "
+                    f"{init['seconds']:.0f} s; its data in `ragnet_adapter.json`): the numbers above are "
+                    "this stage's.",
+                    "",
+                ]
+                if init
+                else []
+            ),
             "| role | file | examples | note |",
             "|---|---|---|---|",
             *rows,
@@ -377,10 +387,13 @@ def train_lora(
     data: Sequence[dict[str, Any]] = (),
     holdout: float = 0.0,
     max_steps: int | None = None,
+    init_adapter: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or continue training) an adapter into ``out_dir``; returns a summary.
 
-    ``max_steps`` stops after that many steps with the snapshot saved (a rerun continues)."""
+    ``max_steps`` stops after that many steps with the snapshot saved (a rerun continues).
+    ``init_adapter``: start from that adapter's weights (same r and layers) instead of PEFT's init,
+    to train an adapter further on more data."""
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -414,6 +427,10 @@ def train_lora(
         + (f", {skipped} skipped (longer than {config.max_len} tokens)" if skipped else "")
     )
     fingerprint = _fingerprint(config, base_dir, encoded)
+    if init_adapter is not None:
+        fingerprint = hashlib.sha256(
+            (fingerprint + file_sha256(init_adapter / "adapter_model.safetensors")).encode()
+        ).hexdigest()[:16]
     meta_file = out_dir / "ragnet_adapter.json"
     if meta_file.is_file() and (out_dir / "adapter_model.safetensors").is_file():
         done = json.loads(meta_file.read_text(encoding="utf-8"))
@@ -440,6 +457,22 @@ def train_lora(
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, lora)
+    if init_adapter is not None:
+        from safetensors.torch import load_file
+
+        weights = {
+            k: v.float() for k, v in load_file(str(init_adapter / "adapter_model.safetensors")).items()
+        }
+        try:
+            loaded = set_peft_model_state_dict(peft_model, weights)
+            extra = list(getattr(loaded, "unexpected_keys", []))
+        except RuntimeError as exc:  # a shape mismatch: another r or base model
+            raise TrainingDataError(f"{init_adapter} does not fit this adapter's shape: {exc}") from exc
+        if extra:
+            raise TrainingDataError(
+                f"{init_adapter} has weights this adapter lacks (other layers?): {extra[:2]}"
+            )
+        log(f"starting from the weights of {init_adapter}")
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     causal: Any = peft_model.get_base_model()
@@ -543,6 +576,7 @@ def train_lora(
             },
         ],
         "holdout": holdout,
+        "init_adapter": _init_info(init_adapter),
         "steps": step,
         "seconds": round(spent, 1),
         "first_loss": round(sum(losses[:5]) / len(losses[:5]), 4),
@@ -553,6 +587,21 @@ def train_lora(
     _write_final(peft_model, out_dir, meta)
     log(f"wrote {out_dir} ({step} steps, {spent:.0f} s of training)")
     return {**_summary(meta, out_dir), "resumed_from": resumed_from}
+
+
+def _init_info(init_adapter: Path | None) -> dict[str, Any] | None:
+    if init_adapter is None:
+        return None
+    meta_file = init_adapter / "ragnet_adapter.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    return {
+        "name": meta.get("name", init_adapter.name),
+        "steps": meta.get("steps"),
+        "seconds": meta.get("seconds"),
+        "data": meta.get("data"),
+        "config": meta.get("config"),
+        "sha256": file_sha256(init_adapter / "adapter_model.safetensors"),
+    }
 
 
 def _summary(meta: dict[str, Any], out_dir: Path) -> dict[str, Any]:

@@ -440,6 +440,7 @@ def _lora_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=float, default=0.1, help="lora: share of each file held out (id hash)")
     p.add_argument("--limit", type=_positive, help="lora: at most N domain examples (balanced by label)")
     p.add_argument("--save-every", type=_positive, default=20, help="lora: steps between snapshots")
+    p.add_argument("--init", type=Path, help="lora: start from this adapter's weights (train it further)")
 
 
 def _positive(text: str) -> int:

@@ -217,3 +217,28 @@ def test_cli_refuses_bad_input(env: Settings, tmp_path: Path, capsys: pytest.Cap
     assert main(["train", "lora", "--data", str(bad)]) == 1
     assert "--name" in capsys.readouterr().err
     assert main(["eval", "adapter", "--data", str(bad)]) == 2
+
+
+def test_training_further_starts_from_an_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    domain = read_examples(_intents_file(tmp_path / "d.jsonl"))
+    first = train_lora(tiny_model_dir, domain, [], tmp_path / "s1", _config(epochs=6), lambda _: None)
+    lines: list[str] = []
+    cfg = _config(epochs=2, seed=14)
+    second = train_lora(
+        tiny_model_dir, domain, [], tmp_path / "s2", cfg, lines.append, init_adapter=tmp_path / "s1"
+    )
+    assert any("starting from the weights" in line for line in lines)
+    assert second["first_loss"] < first["first_loss"]  # it starts where the first stage ended
+    meta = json.loads((tmp_path / "s2" / "ragnet_adapter.json").read_text())
+    assert meta["init_adapter"]["steps"] == first["steps"]
+    assert "Continued from adapter" in (tmp_path / "s2" / "DATA_CARD.md").read_text()
+    with pytest.raises(TrainingDataError, match="does not fit"):
+        train_lora(
+            tiny_model_dir,
+            domain,
+            [],
+            tmp_path / "s3",
+            _config(r=2),
+            lambda _: None,
+            init_adapter=tmp_path / "s1",
+        )

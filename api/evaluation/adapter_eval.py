@@ -97,6 +97,7 @@ def train_lora_command(settings: Any, args: argparse.Namespace, log: Log) -> dic
         description=args.description,
         data=data,
         holdout=args.holdout,
+        init_adapter=args.init,
     )
     entry = json.dumps([{"name": args.name, "path": str(out), "domains": domains}])
     log(
