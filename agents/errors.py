@@ -9,7 +9,9 @@ RagnetError (retrieval.errors)
       ├── MissingExtra          an optional backend's package is not installed
       ├── GenerationError       the backend failed while generating
       │    └── BackendUnavailable  a generation server is down or too slow (after retries)
-      └── InvalidPrompt         an empty or overlong prompt
+      ├── InvalidPrompt         an empty or overlong prompt
+      ├── RouterCheckpointError a router folder missing, broken or for another embedder (routing.py)
+      └── TrainingDataError     a LoRA training file that cannot be read (lora_training.py)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.adapters import AdapterSpec, check_adapter, shipped_specs
+from agents.adapters import SHIPPED_DIR, AdapterSpec, check_adapter, shipped_specs
 from agents.errors import AdapterMismatch
 from api.services import Services
 
@@ -30,12 +30,16 @@ def _row(services: Services, spec: AdapterSpec, source: str) -> dict[str, Any]:
 def adapter_report(services: Services) -> dict[str, Any]:
     s = services.settings
     registry = services.adapter_registry
-    if s.adapters is not None:
-        rows = [_row(services, spec, "settings") for spec in registry.specs]
-    else:  # shipped ones that do not fit the configured base model are listed as skipped
-        rows = [_row(services, spec, "shipped") for spec in shipped_specs()]
-        for row in rows:
-            row["in_registry"] = row["name"] in registry.names
+    rows = [
+        {
+            **_row(services, spec, "shipped" if spec.path.is_relative_to(SHIPPED_DIR) else "path"),
+            "in_registry": True,
+        }
+        for spec in registry.specs
+    ]
+    for spec in shipped_specs():  # shipped adapters not registered: available with {"name": ...}
+        if spec.name not in registry.names:
+            rows.append({**_row(services, spec, "shipped"), "in_registry": False})
     return {
         "backend": s.generator_backend,
         "base_model": s.openai_model or s.openai_base_url

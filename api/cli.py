@@ -237,11 +237,14 @@ def cmd_adapters(args: argparse.Namespace, services: Any) -> int:
         print(json.dumps(report))
         return 0
     print(f"backend {report['backend']}  base {report['base_model']}  router {report['router']['mode']}")
-    if not report["adapters"]:
-        print("no adapters (RAGNET_ADAPTERS)")
+    if not any(r["in_registry"] for r in report["adapters"]):
+        print("no adapters registered: every request goes to the base model (RAGNET_ADAPTERS)")
     for row in report["adapters"]:
         fits = {True: "fits the base model", False: "DOES NOT FIT", None: "checked by the server"}
-        print(f"{row['name']:<16} domains {','.join(row['domains']) or '-':<20} {fits[row['fits_base']]}")
+        hint = f"""RAGNET_ADAPTERS='[{{"name": "{row["name"]}"}}]'"""
+        state = "registered" if row["in_registry"] else f"available: {hint}"
+        domains = ",".join(row["domains"]) or "-"
+        print(f"{row['name']:<16} domains {domains:<20} {fits[row['fits_base']]}, {state}")
         print(f"{'':<16} {row['description']}\n{'':<16} {row['path']}")
         if row.get("problem"):
             print(f"{'':<16} {row['problem']}")

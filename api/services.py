@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.adapters import AdapterRegistry, AdapterSpec, check_adapter, shipped_specs
-from agents.errors import AdapterMismatch, ModelNotPrepared
+from agents.adapters import AdapterRegistry, AdapterSpec, shipped_specs
+from agents.errors import ModelNotPrepared, UnknownAdapter
 from agents.generation.base import Generator
 from agents.generation.routed import RoutedGenerator
 from agents.model_prep import generator_dir, is_prepared
@@ -143,32 +143,24 @@ class Services:
 
     @property
     def adapter_registry(self) -> AdapterRegistry:
-        """RAGNET_ADAPTERS as given (an adapter that does not fit the base model is refused when the
-        generator loads), else the shipped adapters that fit the configured base model."""
+        """RAGNET_ADAPTERS: each entry a PEFT folder, or (no path) the shipped adapter of that name.
+        Empty by default: an adapter is a skill the operator chooses to route to (the shipped
+        ``banking`` one answers with an intent label). One that does not fit the base model is
+        refused when the generator loads."""
         return self._once("adapter_registry", self._build_registry)
 
     def _build_registry(self) -> AdapterRegistry:
-        s = self.settings
-        if s.adapters is not None:
-            return AdapterRegistry(
-                tuple(AdapterSpec(e.name, e.path, tuple(e.domains), e.description) for e in s.adapters)
-            )
+        shipped = {spec.name: spec for spec in shipped_specs()}
         specs = []
-        given = self._parts.get("generator")
-        for spec in shipped_specs():
-            if given is not None:  # a generator passed in ready-made serves what it lists
-                if spec.name in given.adapters:
-                    specs.append(spec)
-                continue
-            if s.generator_backend == "openai":
-                specs.append(spec)  # the server's --lora-modules decide; unknown names are a 400
-                continue
-            try:
-                check_adapter(spec.path, self.generator_path)
-            except AdapterMismatch as exc:
-                log.warning("shipped adapter %r skipped: %s", spec.name, exc)
-                continue
-            specs.append(spec)
+        for e in self.settings.adapters or []:
+            if e.path is None:
+                if e.name not in shipped:
+                    raise UnknownAdapter(e.name, sorted(shipped))
+                base = shipped[e.name]
+                domains = tuple(e.domains) if e.domains is not None else base.domains
+                specs.append(AdapterSpec(e.name, base.path, domains, e.description or base.description))
+            else:
+                specs.append(AdapterSpec(e.name, e.path, tuple(e.domains or ()), e.description))
         return AdapterRegistry(tuple(specs))
 
     @property

@@ -46,8 +46,14 @@ class AdapterEntry(BaseModel):
     model_config = {"extra": "forbid"}
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_\-]{0,47}$")
-    path: Path = Field(description="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
-    domains: list[str] = Field(default_factory=list, description="Router labels this adapter serves.")
+    path: Path | None = Field(
+        default=None,
+        description="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors); none: the "
+        "adapter of that name shipped in the package (agents/models/adapters).",
+    )
+    domains: list[str] | None = Field(
+        default=None, description="Router labels this adapter serves (default: a shipped adapter's own)."
+    )
     description: str = ""
 
 
@@ -80,9 +86,9 @@ class Settings(BaseSettings):
     )
     generator_quantize: Literal["none", "int8", "bf16"] = Field(
         default="none",
-        description="'bf16': bfloat16 weights and activations: on a CPU with AMX / AVX512-BF16 prefill "
-        "is ~3x faster at the same decode speed, rc/xquad_en F1 0.591 vs 0.598 (README); on CPUs "
-        "without native bf16 it is slower. 'int8': dynamic int8 Linear layers, ~2x faster decode, but "
+        description="'bf16': bfloat16 weights and activations: on a CPU with AMX / AVX512-BF16 answers "
+        "come ~1.7x sooner (prefill), rc/xquad_en F1 0.558 vs 0.572 (README); on CPUs without native "
+        "bf16 it is slower. 'int8': dynamic int8 Linear layers, ~2x faster decode, but "
         "F1 drops to ~0.30. fp32 ('none') is the default: right everywhere.",
     )
     generator_backend: Literal["transformers", "vllm", "openai"] = Field(
@@ -106,8 +112,9 @@ class Settings(BaseSettings):
     )
     adapters: list[AdapterEntry] | None = Field(
         default=None,
-        description="The LoRA adapter registry. Default (unset): the adapters shipped in the package "
-        "(agents/models/adapters); [] for none.",
+        description='The LoRA adapter registry, e.g. [{"name": "banking"}] for the shipped adapter or '
+        '[{"name": "legal", "path": "/adapters/legal", "domains": ["legal"]}]. Default: none, so '
+        "every request goes to the base model; an adapter is a skill the operator routes to on purpose.",
     )
     router: Literal["classifier", "off"] = Field(
         default="classifier",

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agents.adapters import AdapterSpec
+from agents.errors import AdapterMismatch, UnknownAdapter
 from agents.generation.base import GenerationRequest
 from agents.generation.routed import RoutedGenerator
 from agents.generation.transformers_backend import TransformersGenerator
@@ -164,8 +165,9 @@ def test_adapters_listing_over_http_and_cli(
 ) -> None:
     _services, client = routed
     body = client.get("/v1/adapters").json()
-    assert [a["name"] for a in body["adapters"]] == ["banking", "legal"]
-    assert all(a["fits_base"] and a["loaded"] for a in body["adapters"])
+    registered = [a for a in body["adapters"] if a["in_registry"]]
+    assert [a["name"] for a in registered] == ["banking", "legal"]
+    assert all(a["fits_base"] and a["loaded"] for a in registered)
     assert body["router"]["threshold"] == 0.6
 
     from api import cli
@@ -174,7 +176,7 @@ def test_adapters_listing_over_http_and_cli(
         "RAGNET_DATA_DIR": str(tmp_path / "d"),
         "RAGNET_GENERATOR_PATH": str(tiny_model_dir),
         "RAGNET_ADAPTERS": json.dumps(
-            [{"name": "banking", "path": str(adapter_dirs["banking"]), "domains": ["banking"]}]
+            [{"name": "tiny-bank", "path": str(adapter_dirs["banking"]), "domains": ["banking"]}]
         ),
     }
     with pytest.MonkeyPatch.context() as mp:
@@ -182,18 +184,33 @@ def test_adapters_listing_over_http_and_cli(
             mp.setenv(key, value)
         assert cli.main(["adapters", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (
-        listed["adapters"][0] | {"fits_base": True, "source": "settings", "domains": ["banking"]}
-        == (listed["adapters"][0])
-    )
+    first = listed["adapters"][0]
+    assert first["name"] == "tiny-bank"
+    assert first | {"fits_base": True, "source": "path", "domains": ["banking"], "in_registry": True} == first
+    # The shipped adapter is listed as available, not registered, and does not fit the tiny model.
+    shipped = [a for a in listed["adapters"] if a["source"] == "shipped"]
+    assert shipped and not shipped[0]["in_registry"] and shipped[0]["fits_base"] is False
 
 
-def test_shipped_adapters_that_do_not_fit_the_base_model_are_skipped(
+def test_no_adapters_by_default_and_shipped_ones_by_name(
     settings: Settings, embedder: SentenceTransformerEmbedder
 ) -> None:
-    services = Services(settings, embedder=embedder)  # the tiny model: the shipped adapters do not fit
+    services = Services(settings, embedder=embedder)
     try:
         assert services.adapter_registry.names == []
         assert services.route("My card has not arrived").reason == "no adapters"
     finally:
         services.close()
+    named = settings.model_copy(update={"adapters": [AdapterEntry(name="banking")]})
+    services = Services(named, embedder=embedder)
+    try:
+        spec = services.adapter_registry.get("banking")
+        assert spec.path.name == "banking" and (spec.path / "DATA_CARD.md").is_file()
+        assert spec.domains == ("banking",)
+        with pytest.raises(AdapterMismatch, match="built for another base model"):
+            _ = services.generator  # the shipped adapter fits Qwen2.5-0.5B, not the tiny test model
+    finally:
+        services.close()
+    unknown = settings.model_copy(update={"adapters": [AdapterEntry(name="medical")]})
+    with pytest.raises(UnknownAdapter, match="known adapters: banking"):
+        _ = Services(unknown, embedder=embedder).adapter_registry
