@@ -319,10 +319,9 @@ def _eval_router(args: argparse.Namespace, services: Any) -> int:
     threshold = _router_threshold(args, services)
     if threshold is None:
         return 2
-    embedder = services.embedder
     result = eval_router(
-        lambda texts: embedder.embed(texts, kind="query"),
-        embedder.name,
+        services.embed_queries,
+        services.embedder.name,
         args.train,
         args.test,
         threshold,
@@ -342,11 +341,10 @@ def _train_router(args: argparse.Namespace, services: Any) -> int:
     threshold = _router_threshold(args, services)
     if threshold is None:
         return 2
-    embedder = services.embedder
     out = args.out or services.settings.data_dir / "models" / "router"
     result = train_router_files(
-        lambda texts: embedder.embed(texts, kind="query"),
-        embedder.name,
+        services.embed_queries,
+        services.embedder.name,
         args.train,
         out,
         test_spec=args.test,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from agents.adapters import AdapterRegistry, AdapterSpec, shipped_specs
 from agents.errors import ModelNotPrepared, UnknownAdapter
@@ -167,30 +169,34 @@ class Services:
     def router(self) -> Router:
         """The classifier router over the embedder when there are adapters to route to; otherwise
         (or RAGNET_ROUTER=off) every request goes to the base model."""
+        return self._once("router", lambda: self.router_for(self.adapter_registry))
 
-        def build() -> Router:
-            s = self.settings
-            registry = self.adapter_registry
-            if s.router == "off":
-                return BaseOnlyRouter()
-            if not registry.specs:
-                return BaseOnlyRouter("no adapters")
-            from agents.routing import DEFAULT_ROUTER, ClassifierRouter, RouterCheckpointError, RouterModel
+    def router_for(self, registry: AdapterRegistry) -> Router:
+        """A router over ``registry`` built from the settings (``ragnet eval adapter`` routes to the
+        adapter it measures). The shipped router that does not fit the embedder turns routing off
+        with a warning; a configured one that does not fit is an error."""
+        s = self.settings
+        if s.router == "off":
+            return BaseOnlyRouter()
+        if not registry.specs:
+            return BaseOnlyRouter("no adapters")
+        from agents.routing import DEFAULT_ROUTER, ClassifierRouter, RouterCheckpointError, RouterModel
 
-            embedder = self.embedder
-            try:
-                model = RouterModel.load(
-                    s.router_model or DEFAULT_ROUTER, embedder=embedder.name, dim=embedder.dim
-                )
-            except RouterCheckpointError as exc:
-                if s.router_model is not None:
-                    raise
-                log.warning("routing is off: %s", exc)
-                return BaseOnlyRouter()
-            embed = lambda texts: embedder.embed(texts, kind="query")  # noqa: E731
-            return ClassifierRouter(model, embed, registry, s.router_threshold)
+        embedder = self.embedder
+        try:
+            model = RouterModel.load(
+                s.router_model or DEFAULT_ROUTER, embedder=embedder.name, dim=embedder.dim
+            )
+        except RouterCheckpointError as exc:
+            if s.router_model is not None:
+                raise
+            log.warning("routing is off: %s", exc)
+            return BaseOnlyRouter()
+        return ClassifierRouter(model, self.embed_queries, registry, s.router_threshold)
 
-        return self._once("router", build)
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors of the configured embedder (router, support GNN, evaluations)."""
+        return self.embedder.embed(texts, kind="query")
 
     def route(self, text: str, requested: str | None = None) -> Route:
         """Where one user request is generated: the adapter it names, or the router's choice."""
@@ -260,8 +266,7 @@ class Services:
             from agents import support_gnn
 
             model = support_gnn.load(self.settings.support_gnn or support_gnn.DEFAULT_CHECKPOINT)
-            embedder = self.embedder
-            return support_gnn.GnnSupportScorer(model, lambda texts: embedder.embed(texts, kind="query"))
+            return support_gnn.GnnSupportScorer(model, self.embed_queries)
 
         return self._once("support_scorer", build)
 

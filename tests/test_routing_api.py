@@ -214,3 +214,52 @@ def test_no_adapters_by_default_and_shipped_ones_by_name(
     unknown = settings.model_copy(update={"adapters": [AdapterEntry(name="medical")]})
     with pytest.raises(UnknownAdapter, match="known adapters: banking"):
         _ = Services(unknown, embedder=embedder).adapter_registry
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_a_generation_server_that_is_down_is_a_503(
+    settings: Settings, embedder: SentenceTransformerEmbedder, demo_kb_dir: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = settings.model_copy(
+        update={
+            "generator_backend": "openai",
+            "openai_base_url": f"http://127.0.0.1:{port}/v1",
+            "openai_model": "qwen",
+            "openai_retries": 1,
+            "openai_timeout_s": 2.0,
+        }
+    )
+    services = Services(down, embedder=embedder)
+    services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
+    try:
+        with TestClient(create_app(services=services)) as client:
+            r = client.post(
+                "/v1/search/answer", json={"kb": "demo", "question": "Who won the 2018 World Cup?"}
+            )
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "backend_unavailable"
+            assert f"127.0.0.1:{port}" in r.json()["error"]["message"]
+    finally:
+        services.close()
+
+
+def test_an_overlong_prompt_is_a_422(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tiny_model_dir: Path, demo_kb_dir: Path
+) -> None:
+    generator = TransformersGenerator(tiny_model_dir, max_prompt_tokens=300)
+    services = Services(settings, embedder=embedder, generator=generator)
+    services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
+    try:
+        with TestClient(create_app(services=services)) as client:
+            long = "Which scripts are carved on the Rosetta Stone? " * 40  # under the 2000-character limit
+            r = client.post("/v1/search/answer", json={"kb": "demo", "question": long, "mode": "single"})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "invalid_prompt"
+            assert "RAGNET_MAX_PROMPT_TOKENS" in r.json()["error"]["message"]
+    finally:
+        services.close()

@@ -143,78 +143,45 @@ def _intent_label_prompt(example: Example, labels: Sequence[str]) -> Messages:
     return msgs
 
 
-class _Runner:
-    """One base model with the adapter loaded (PEFT); greedy, batched, left-padded generation."""
+def _generate(gen: Any, prompts: Sequence[Messages], adapter: str | None) -> list[Any]:
+    """Greedy batched replies from the serving backend itself (shorter prompts batched together)."""
+    from agents.generation.base import GenerationRequest
 
-    def __init__(self, base: Path, adapter: Path) -> None:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-        self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
-        self.model = PeftModel.from_pretrained(model, str(adapter))
-        self.model.eval()
-
-    def prompt_tokens(self, messages: Messages) -> int:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def generate(self, prompts: Sequence[Messages], adapter: bool) -> list[str]:
-        import contextlib
-
-        import torch
-
-        texts = [
-            self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts
-        ]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
-        out: list[str] = [""] * len(texts)
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(order), BATCH):
-            idx = order[start : start + BATCH]
-            enc = self.tokenizer(
-                [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+    order = sorted(range(len(prompts)), key=lambda i: sum(len(m["content"]) for m in prompts[i]))
+    out: list[Any] = [None] * len(prompts)
+    for start in range(0, len(order), BATCH):
+        idx = order[start : start + BATCH]
+        requests = [
+            GenerationRequest(
+                messages=prompts[i],  # type: ignore[arg-type]  # role/content dicts: ChatMessage shape
+                max_tokens=MAX_NEW_TOKENS,
+                repetition_penalty=1.0,
+                adapter=adapter,
             )
-            off = contextlib.nullcontext() if adapter else self.model.disable_adapter()
-            with torch.inference_mode(), off:
-                ids = self.model.generate(
-                    **enc,
-                    max_new_tokens=MAX_NEW_TOKENS,
-                    do_sample=False,
-                    pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
-                )
-            for row, i in enumerate(idx):
-                new = ids[row, enc["input_ids"].shape[1] :]
-                out[i] = str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
-        return out
+            for i in idx
+        ]
+        for i, generation in zip(idx, gen.generate_batch(requests), strict=True):
+            out[i] = generation
+    return out
 
 
-def _router(settings: Any, services: Any, spec: Any) -> tuple[Callable[[str], bool] | None, str]:
-    """(text -> routed to this adapter?, how) from the classifier router, or (None, why not)."""
-    if settings.router == "off":
-        return None, "off (RAGNET_ROUTER=off); routed = base model"
-    try:
-        from agents.adapters import AdapterRegistry
-        from agents.routing import DEFAULT_ROUTER, ClassifierRouter, RouterModel
+def _texts(generations: Sequence[Any]) -> list[str]:
+    return [g.text.strip() for g in generations]
 
-        embedder = services.embedder
-        model = RouterModel.load(settings.router_model or DEFAULT_ROUTER, embedder=embedder.name)
-        router = ClassifierRouter(
-            model,
-            lambda texts: embedder.embed(texts, kind="query"),
-            AdapterRegistry((spec,)),
-            settings.router_threshold,
-        )
-    except Exception as exc:  # any failure means "no router": say why and score the base model
-        return None, f"unavailable ({type(exc).__name__}: {exc}); routed = base model"
+
+def _router(services: Any, spec: Any) -> tuple[Callable[[str], bool] | None, str]:
+    """(text -> routed to this adapter?, how) from the service's router over this one adapter."""
+    from agents.adapters import AdapterRegistry
+    from agents.routing import BaseOnlyRouter
+
+    router = services.router_for(AdapterRegistry((spec,)))
+    if isinstance(router, BaseOnlyRouter):
+        return None, f"off ({router.reason}); routed = base model"
 
     def to_adapter(text: str) -> bool:
-        weights = router.route(text).adapters
-        return bool(weights) and max(weights, key=lambda n: weights[n]) == spec.name
+        return router.route(text).adapters.get(spec.name, 0.0) >= 0.5
 
-    return to_adapter, f"classifier (threshold {settings.router_threshold})"
+    return to_adapter, f"classifier (threshold {services.settings.router_threshold})"
 
 
 def _user_text(example: Example) -> str:
@@ -255,12 +222,15 @@ def eval_adapter(
     domain = read_examples(data, holdout=_holdout_for(data, meta, holdout, log), side="held")
     domain = balanced(domain, limit, 13) if limit else domain
     labels = sorted({e.label for e in read_examples(data) if e.label})
-    runner = _Runner(base, adapter)
+    from agents.generation.transformers_backend import TransformersGenerator
+
+    gen = TransformersGenerator(base, adapters=[spec])
     base_prompts = [_intent_label_prompt(e, labels) if e.label else e.prompt() for e in domain]
     log(f"domain: {len(domain)} held-out examples, base model then adapter")
-    base_out = runner.generate(base_prompts, adapter=False)
-    adapter_out = runner.generate([e.prompt() for e in domain], adapter=True)
-    route, router_how = _router(settings, services, spec)
+    base_gens = _generate(gen, base_prompts, None)
+    adapter_gens = _generate(gen, [e.prompt() for e in domain], spec.name)
+    base_out, adapter_out = _texts(base_gens), _texts(adapter_gens)
+    route, router_how = _router(services, spec)
     routed = [route(_user_text(e)) for e in domain] if route else [False] * len(domain)
     base_s = [_score(e, p) for e, p in zip(domain, base_out, strict=True)]
     adapter_s = [_score(e, p) for e, p in zip(domain, adapter_out, strict=True)]
@@ -273,8 +243,8 @@ def eval_adapter(
         f"adapter_{metric}": _mean(adapter_s),
         f"routed_{metric}": _mean([a if r else b for a, b, r in zip(adapter_s, base_s, routed, strict=True)]),
         "domain_routed_to_adapter": _mean([float(r) for r in routed]),
-        "base_prompt_tokens": _mean([runner.prompt_tokens(p) for p in base_prompts], 1),
-        "adapter_prompt_tokens": _mean([runner.prompt_tokens(e.prompt()) for e in domain], 1),
+        "base_prompt_tokens": _mean([g.prompt_tokens for g in base_gens], 1),
+        "adapter_prompt_tokens": _mean([g.prompt_tokens for g in adapter_gens], 1),
         "router": router_how,
     }
     if general is not None:
@@ -283,11 +253,15 @@ def eval_adapter(
         log(f"general: {len(questions)} held-out examples, base model then adapter")
         g_base = [
             _score(e, p)
-            for e, p in zip(questions, runner.generate([e.prompt() for e in questions], False), strict=True)
+            for e, p in zip(
+                questions, _texts(_generate(gen, [e.prompt() for e in questions], None)), strict=True
+            )
         ]
         g_adapter = [
             _score(e, p)
-            for e, p in zip(questions, runner.generate([e.prompt() for e in questions], True), strict=True)
+            for e, p in zip(
+                questions, _texts(_generate(gen, [e.prompt() for e in questions], spec.name)), strict=True
+            )
         ]
         g_routed = [route(_user_text(e)) for e in questions] if route else [False] * len(questions)
         result.update(

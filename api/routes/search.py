@@ -34,27 +34,12 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 def search_answer(body: AnswerRequest, services: ServicesDep, who: PrincipalDep) -> Any:
     """Answer a question from a knowledge base, with numbered citations (or SSE when stream=true)."""
     who.check(body.kb)
+    options: dict[str, Any] = {"mode": body.mode, "strict": body.strict, "adapter": body.adapter}
     if not body.stream:
-        return qa.answer(
-            services,
-            body.kb,
-            body.question,
-            body.top_k,
-            mode=body.mode,
-            strict=body.strict,
-            adapter=body.adapter,
-        )
+        return qa.answer(services, body.kb, body.question, body.top_k, **options)
 
-    # Validation (limits, unknown kb) raises here, before the stream starts: a plain 422 / 404.
-    events = qa.answer_events(
-        services,
-        body.kb,
-        body.question,
-        body.top_k,
-        mode=body.mode,
-        strict=body.strict,
-        adapter=body.adapter,
-    )
+    # Validation (limits, unknown kb, unknown adapter) raises here, before the stream starts.
+    events = qa.answer_events(services, body.kb, body.question, body.top_k, **options)
 
     def stream() -> Iterator[str]:
         try:
