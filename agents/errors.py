@@ -11,7 +11,8 @@ RagnetError (retrieval.errors)
       │    └── BackendUnavailable  a generation server is down or too slow (after retries)
       ├── InvalidPrompt         an empty or overlong prompt
       ├── RouterCheckpointError a router folder missing, broken or for another embedder (routing.py)
-      └── TrainingDataError     a LoRA training file that cannot be read (lora_training.py)
+      ├── TrainingDataError     a LoRA training file that cannot be read (lora_training.py)
+      └── ReaderError           an extractive reader checkpoint missing, broken or for another encoder
 """
 
 from __future__ import annotations
@@ -55,4 +56,8 @@ class BackendUnavailable(GenerationError):
 
 
 class InvalidPrompt(AgentError):
+    pass
+
+
+class ReaderError(AgentError):
     pass

@@ -267,6 +267,8 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
         return _eval_router(args, services)
     if args.what == "adapter":
         return _eval_adapter(args, services)
+    if args.what == "reader":
+        return _eval_reader(args, services)
     if not args.kb:
         _err(f"error: eval {args.what} needs --kb")
         return 2
@@ -398,16 +400,45 @@ def cmd_train(args: argparse.Namespace, services: Any) -> int:
 
         print(json.dumps(train_lora_command(services.settings, args, log=_err)))
         return 0
+    if args.what == "reader":
+        return _train_reader(args, services)
     from api.evaluation.aggregate import train_gnn
 
     try:
-        sets = _training_sets(args.data, args.sets)
+        sets = _training_sets(args.data, args.sets or GNN_SETS)
     except argparse.ArgumentTypeError as exc:
         _err(f"error: {exc}")
         return 2
     out = args.out or services.settings.data_dir / "models" / "support_gnn"
     result = train_gnn(services, sets, out, epochs=args.epochs or 40, seed=args.seed, log=_err)
     _err(f"to use it: RAGNET_SUPPORT_GNN={out} (default: the checkpoint shipped in the package)")
+    print(json.dumps(result))
+    return 0
+
+
+def _eval_reader(args: argparse.Namespace, services: Any) -> int:
+    from api.evaluation.reader_eval import eval_reader
+
+    if args.corpus is None or args.questions is None:
+        _err("error: eval reader needs --corpus and --questions")
+        return 2
+    result = eval_reader(
+        services, args.corpus, args.questions, args.limit,
+        reader_dir=args.reader, generator=args.generator, log=_err,
+    )  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+def _train_reader(args: argparse.Namespace, services: Any) -> int:
+    from agents.reader_training import ReaderTrainConfig
+    from api.evaluation.reader_eval import READER_SETS, train_reader_command
+
+    out = args.out or services.settings.data_dir / "models" / "reader"
+    config = ReaderTrainConfig(epochs=args.epochs or 2, seed=args.seed)
+    sets = args.sets or READER_SETS
+    result = train_reader_command(services, args.data, sets, args.hold_out, out, config, log=_err)
+    _err(f"to use it: RAGNET_READER=extractive RAGNET_READER_MODEL={out}")
     print(json.dumps(result))
     return 0
 
@@ -489,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kb", help="comma-separated knowledge bases the key may use (default: all, '*')")
 
     p = sub.add_parser("eval", help="evaluation over shared/data formats; last line is one JSON object")
-    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate", "router", "adapter"])
+    p.add_argument("what", choices=["retrieval", "qa", "faq", "aggregate", "router", "adapter", "reader"])
     p.add_argument("--kb", help="the knowledge base (every evaluation but router)")
     p.add_argument("--train", help="router: labelled files FILE[=LABEL],... to train on")
     p.add_argument("--test", help="router: labelled files FILE[=LABEL],... to evaluate on")
@@ -512,22 +543,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="adapter: domain data FILE (its held-out side is scored)")
     p.add_argument("--general", type=Path, help="adapter: general questions FILE (base vs adapter vs routed)")
     p.add_argument("--holdout", type=float, help="adapter: share scored (default: as trained, or all)")
+    p.add_argument("--reader", type=Path, help="reader: an extractive reader checkpoint (default: shipped)")
+    p.add_argument(
+        "--generator", action="store_true", help="reader: also read the same passages with the generator"
+    )
 
-    p = sub.add_parser("train", help="train a small model (gnn: the support GNN); last line is JSON")
-    p.add_argument("what", choices=["gnn", "router", "lora"])
+    p = sub.add_parser(
+        "train",
+        help="train a small model (gnn, router, lora, reader: the extractive reader); last line is JSON",
+    )
+    p.add_argument("what", choices=["gnn", "router", "lora", "reader"])
     p.add_argument("--train", help="router: labelled files FILE[=LABEL],... (see `ragnet data router-split`)")
     p.add_argument("--test", help="router: held-out files FILE[=LABEL],...; the numbers go in the data card")
     p.add_argument("--threshold", type=float, help="router: threshold for the held-out numbers")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="evaluation data folder")
     p.add_argument(
         "--sets",
-        default=GNN_SETS,
-        help=f"comma-separated set folders under --data, each with an optional :limit (default {GNN_SETS})",
+        help="comma-separated set folders under --data, each with an optional :limit (default: gnn "
+        f"{GNN_SETS}; reader rc/cmrc2018_trial,rc/xquad_en,rc/xquad_zh,multihop/musique_train100)",
     )
-    p.add_argument("--epochs", type=_positive, help="default: gnn 40, lora 1")
+    p.add_argument(
+        "--hold-out",
+        default="rc/xquad_en:100",
+        help="reader: SET:N — the articles of the first N questions of SET are not trained on",
+    )
+    p.add_argument("--epochs", type=_positive, help="default: gnn 40, lora 1, reader 2")
     p.add_argument("--seed", type=int, default=13)
     _lora_arguments(p)
-    p.add_argument("--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn|router)")
+    p.add_argument(
+        "--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn|router|reader)"
+    )
 
     p = sub.add_parser("data", help="build evaluation splits (router-split: banking vs general)")
     p.add_argument("what", choices=["router-split"])

@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.adapters import AdapterRegistry, AdapterSpec, shipped_specs
 from agents.errors import ModelNotPrepared, UnknownAdapter
+from agents.extractive_reader import SpanReader
 from agents.generation.base import Generator
 from agents.generation.routed import RoutedGenerator
 from agents.model_prep import generator_dir, is_prepared
@@ -42,6 +43,12 @@ def embedder_dir(settings: Settings) -> Path:
     """The embedder folder: MiniLM from its package, or e5 converted on first use (~6 s)."""
     if settings.embedder == "all-MiniLM-L6-v2":
         return default_embedder_path()
+    return e5_encoder_dir(settings)
+
+
+def e5_encoder_dir(settings: Settings) -> Path:
+    """multilingual-e5-small as a transformers folder (the e5 embedder's and the extractive reader's
+    encoder), converted from its package on first use."""
     from retrieval.e5_import import e5_dir, is_e5_prepared, prepare_multilingual_e5
 
     path = e5_dir(settings.models_dir)
@@ -270,6 +277,21 @@ class Services:
 
         return self._once("support_scorer", build)
 
+    @property
+    def span_reader(self) -> SpanReader | None:
+        """The extractive reader when ``reader`` is "extractive" (loaded once), else None."""
+
+        def build() -> SpanReader | None:
+            if self.settings.reader != "extractive":
+                return None
+            from agents.extractive_reader import DEFAULT_READER, ExtractiveReader
+
+            return ExtractiveReader(
+                self.settings.reader_model or DEFAULT_READER, e5_encoder_dir(self.settings)
+            )
+
+        return self._once("span_reader", build)
+
     def agentic_context(self, route: Route | None = None) -> AgenticContext:
         """The graph's context for one request; every generator call runs on ``route``'s adapters."""
         s = self.settings
@@ -282,6 +304,7 @@ class Services:
             generator=generator,
             score_threshold=s.evidence_threshold(self.embedder.name),
             scorer=self.support_scorer,
+            span_reader=self.span_reader,
             min_confidence=s.min_confidence,
             read_k=s.read_k,
             max_tokens=s.max_new_tokens,

@@ -223,6 +223,17 @@ class Settings(BaseSettings):
         description="Seconds after which an agentic answer composes from what it has.",
     )
     read_k: int = Field(default=3, ge=1, le=10, description="Documents read for candidate answers per hop.")
+    reader: Literal["generator", "extractive"] = Field(
+        default="generator",
+        description="Who reads a step's documents for candidate answers: the generator (one batched "
+        "prompt, counts as LLM calls) or the extractive span reader (agents/extractive_reader.py; "
+        "no LLM call, ~0.1-0.3 s a step).",
+    )
+    reader_model: Path | None = Field(
+        default=None,
+        description="An extractive reader checkpoint (`ragnet train reader --out`). Default: the one "
+        "shipped in the package (agents/models/reader).",
+    )
     support_scorer: Literal["gnn", "overlap"] = Field(
         default="gnn",
         description="How a step's candidate answers are weighed: the support GNN (agents/support_gnn.py) "

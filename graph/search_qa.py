@@ -28,6 +28,7 @@ from langgraph.runtime import Runtime
 
 from agents import composing, planning, rule_plans
 from agents.answering import attribute, fallback_messages, grounded_messages
+from agents.extractive_reader import SpanReader
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from agents.reading import Candidate, OverlapSupportScorer, SupportScorer, candidate_of, read_messages
 from retrieval.documents import Hit
@@ -113,6 +114,9 @@ class AgenticContext:
     read_tokens: int = 24
     temperature: float = 0.0
     repetition_penalty: float = 1.05
+    #: Reads each step's documents instead of prompting the generator (no LLM call); None = the
+    #: generator reads (one batched call).
+    span_reader: SpanReader | None = None
 
 
 # --- hits as plain data (checkpointable) -------------------------------------------------------
@@ -305,30 +309,38 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
             candidates.append({"answer": faq["answer"], "hit": faq, "faq": True})
     question = state["sub_question"]
     open_question = composing.shape(question).kind == "open"
-    # one batched model call reads every document; each read counts against the call budget, and
-    # one call stays in reserve for composing
-    allowed = 0 if _spent(state, reserve_calls=1) else state["budgets"]["max_llm_calls"] - 1
-    allowed = min(ctx.read_k, max(0, allowed - state.get("llm_calls", 0)))
-    to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][:allowed]
-    requests = [
-        GenerationRequest(
-            read_messages(question, hit_from_dict(h)),
-            max_tokens=ctx.read_tokens,
-            temperature=ctx.temperature,
-            repetition_penalty=ctx.repetition_penalty,
-            stop=("\n",),
-        )
-        for h in to_read
-    ]
-    generations = ctx.generator.generate_batch(requests) if requests else []
-    calls = len(requests)
+    if ctx.span_reader is not None:  # the extractive reader: no model call
+        to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]
+        replies = [
+            (e.answer or "unknown", e.logprob)
+            for e in ctx.span_reader.read(question, [hit_from_dict(h).reader_text for h in to_read])
+        ]
+        calls = 0
+    else:
+        # one batched model call reads every document; each read counts against the call budget,
+        # and one call stays in reserve for composing
+        allowed = 0 if _spent(state, reserve_calls=1) else state["budgets"]["max_llm_calls"] - 1
+        allowed = min(ctx.read_k, max(0, allowed - state.get("llm_calls", 0)))
+        to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][:allowed]
+        requests = [
+            GenerationRequest(
+                read_messages(question, hit_from_dict(h)),
+                max_tokens=ctx.read_tokens,
+                temperature=ctx.temperature,
+                repetition_penalty=ctx.repetition_penalty,
+                stop=("\n",),
+            )
+            for h in to_read
+        ]
+        generations = ctx.generator.generate_batch(requests) if requests else []
+        replies = [(g.text.strip(), g.logprob if g.logprob is not None else 0.0) for g in generations]
+        calls = len(requests)
     echoed: list[str] = []
-    for hit, generation in zip(to_read, generations, strict=True):
-        answer, echo = candidate_of(generation.text.strip(), question, open_question=open_question)
+    for hit, (reply, logprob) in zip(to_read, replies, strict=True):
+        answer, echo = candidate_of(reply, question, open_question=open_question)
         if answer and echo:
             echoed.append(answer)  # names what the question already names: no answer
         elif answer:
-            logprob = generation.logprob if generation.logprob is not None else 0.0
             candidates.append({"answer": answer, "hit": hit, "faq": False, "logprob": logprob})
     trace = _event(
         runtime,

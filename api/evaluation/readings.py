@@ -111,10 +111,14 @@ class ReadingRecord:
 def cache_path(services: Services, kb: str, questions: Path, depth: int) -> Path:
     """One file per kb, question file, depth, reader prompt and model: whole questions and
     decomposition steps (ids "q/1", "q/2") share it."""
-    generator = services.generator.name  # the model folder's name
-    digest = hashlib.sha256(
-        f"{READ_INSTRUCTION}|{generator}|{services.settings.generator_quantize}|{depth}|{READ_TOKENS}".encode()
-    ).hexdigest()[:10]
+    span_reader = services.span_reader
+    if span_reader is not None:  # the extractive reader: its checkpoint's weights name it
+        key = f"extractive|{span_reader.name}|{span_reader.fingerprint}|{depth}"
+    else:
+        generator = services.generator.name  # the model folder's name
+        quantize = services.settings.generator_quantize
+        key = f"{READ_INSTRUCTION}|{generator}|{quantize}|{depth}|{READ_TOKENS}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     name = f"{kb}--{questions.parent.name}-{questions.stem}--{digest}.jsonl"
     return services.settings.data_dir / "cache" / "readings" / re.sub(r"[^\w.\-]", "_", name)
 
@@ -171,10 +175,19 @@ def read_one(services: Services, kb: str, asked: Asked, depth: int) -> ReadingRe
         Doc(h.chunk_id, h.doc_id, h.reader_text, rank, round(h.evidence_score, 5))
         for rank, h in enumerate(hits)
     ]
-    requests = [
-        GenerationRequest(read_messages(asked.question, h), max_tokens=READ_TOKENS, stop=("\n",))
-        for h in hits
-    ]
-    generations = services.generator.generate_batch(requests)
-    readings = [Reading(g.text, round(g.logprob if g.logprob is not None else 0.0, 5)) for g in generations]
+    span_reader = services.span_reader
+    if span_reader is not None:
+        readings = [
+            Reading(e.answer or "unknown", round(e.logprob, 5))
+            for e in span_reader.read(asked.question, [h.reader_text for h in hits])
+        ]
+    else:
+        requests = [
+            GenerationRequest(read_messages(asked.question, h), max_tokens=READ_TOKENS, stop=("\n",))
+            for h in hits
+        ]
+        generations = services.generator.generate_batch(requests)
+        readings = [
+            Reading(g.text, round(g.logprob if g.logprob is not None else 0.0, 5)) for g in generations
+        ]
     return ReadingRecord(asked.id, asked.question, asked.answers, docs, readings)
