@@ -8,11 +8,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = (
-    "what who when where is was the a of in on capital city river country france paris germany berlin "
-    "spain madrid italy rome flows through it lies born year 1969 1990 apollo moon landed team won "
-    "super bowl broncos panthers denver . , ? yes no none"
-).split()
+WORDS = [
+    "what",
+    "who",
+    "when",
+    "where",
+    "is",
+    "was",
+    "the",
+    "a",
+    "of",
+    "in",
+    "on",
+    "capital",
+    "city",
+    "river",
+    "country",
+    "france",
+    "paris",
+    "germany",
+    "berlin",
+    "spain",
+    "madrid",
+    "italy",
+    "rome",
+    "flows",
+    "through",
+    "it",
+    "lies",
+    "born",
+    "year",
+    "1969",
+    "1990",
+    "apollo",
+    "moon",
+    "landed",
+    "team",
+    "won",
+    "super",
+    "bowl",
+    "broncos",
+    "panthers",
+    "denver",
+    ".",
+    ",",
+    "?",
+    "yes",
+    "no",
+    "none",
+]
 
 
 def build_tiny_encoder(models_dir: Path, name: str = "multilingual-e5-small", seed: int = 0) -> Path:
