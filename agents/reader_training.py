@@ -46,7 +46,7 @@ class SpanExample:
 @dataclass
 class ReaderTrainConfig:
     epochs: int = 2
-    lr: float = 3e-4
+    lr: float = 1e-3
     batch_size: int = 16
     max_length: int = 256  # training windows (reading uses ReaderConfig.max_length)
     stride: int = 96

@@ -16,6 +16,7 @@ from agents.errors import (
     InvalidPrompt,
     MissingExtra,
     ModelNotPrepared,
+    ReaderError,
     UnknownAdapter,
 )
 from retrieval.errors import KnowledgeBaseNotFound, RagnetError, StoreError, StoreLocked
@@ -35,6 +36,7 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (BackendUnavailable, 503, "backend_unavailable"),
     (ModelNotPrepared, 503, "model_not_prepared"),
     (MissingExtra, 503, "missing_extra"),
+    (ReaderError, 503, "reader_unavailable"),
     (StoreLocked, 503, "store_locked"),
     (StoreError, 503, "store_unavailable"),
     (GenerationError, 500, "generation_failed"),

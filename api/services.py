@@ -284,11 +284,11 @@ class Services:
         def build() -> SpanReader | None:
             if self.settings.reader != "extractive":
                 return None
-            from agents.extractive_reader import DEFAULT_READER, ExtractiveReader
+            from agents.extractive_reader import DEFAULT_READER, ExtractiveReader, load_config
 
-            return ExtractiveReader(
-                self.settings.reader_model or DEFAULT_READER, e5_encoder_dir(self.settings)
-            )
+            checkpoint = self.settings.reader_model or DEFAULT_READER
+            load_config(checkpoint)  # a missing or broken checkpoint fails before the encoder loads
+            return ExtractiveReader(checkpoint, e5_encoder_dir(self.settings))
 
         return self._once("span_reader", build)
 
