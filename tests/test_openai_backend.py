@@ -43,9 +43,9 @@ def _completion(text: str, *, finish: str = "stop", logprobs: list[float] | None
     return {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
 
 
-def status(code: int, payload: Any) -> Answer:
+def status(code: int, payload: Any, headers: dict[str, str] | None = None) -> Answer:
     def answer(h: _Handler, body: dict[str, Any]) -> None:
-        h.send_json(code, payload)
+        h.send_json(code, payload, headers)
 
     return answer
 
@@ -107,9 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass
 
-    def send_json(self, code: int, payload: Any) -> None:
+    def send_json(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         raw = json.dumps(payload).encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
@@ -223,6 +225,20 @@ def test_retries_5xx_and_429_with_backoff_then_succeeds(server: _Server) -> None
     assert gen.generate(_ask()).text == "from base"
     assert waits == [0.5, 1.0, 2.0]
     assert len(server.calls("POST /v1/chat/completions")) == 4
+
+
+def test_retry_after_is_honoured_and_capped(server: _Server) -> None:
+    server.on(
+        "POST /v1/chat/completions",
+        status(429, {"error": {"message": "slow down"}}, {"Retry-After": "3"}),
+        status(503, {"error": {"message": "loading"}}, {"Retry-After": "120"}),
+        status(503, {"error": {"message": "loading"}}, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+        echo,
+    )
+    waits: list[float] = []
+    gen = _gen(server, retries=3, sleep=waits.append)
+    assert gen.generate(_ask()).text == "from base"
+    assert waits == [3.0, 8.0, 2.0]  # the server's wait; capped at BACKOFF_MAX_S; a date: our backoff
 
 
 def test_retries_exhausted_raise_backend_unavailable_naming_the_url(server: _Server) -> None:

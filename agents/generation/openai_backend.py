@@ -6,7 +6,8 @@ the request's ``model`` field: the base model's name for no adapter, the adapter
 
 Failure policy: each attempt has ``timeout_s`` (httpx's connect/read/write timeouts, so a streamed
 answer may run longer as long as tokens keep coming); connection errors, timeouts, 5xx and 429 are
-retried ``retries`` times with exponential backoff, then :class:`BackendUnavailable` names the URL.
+retried ``retries`` times with exponential backoff (or the server's ``Retry-After``, capped at
+BACKOFF_MAX_S), then :class:`BackendUnavailable` names the URL.
 An adapter the server does not list is refused before anything is sent (:class:`UnknownAdapter`).
 """
 
@@ -45,7 +46,21 @@ class Tokenizer(Protocol):
 
 
 class _Retryable(Exception):
-    """One failed attempt that a retry may cure (connection, timeout, 5xx, 429)."""
+    """One failed attempt that a retry may cure (connection, timeout, 5xx, 429); ``wait_s`` is the
+    server's ``Retry-After`` when it sent one."""
+
+    def __init__(self, message: str, wait_s: float | None = None) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay-seconds form; an HTTP date or junk: None)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 class OpenAIGenerator:
@@ -273,13 +288,16 @@ class OpenAIGenerator:
         """One call with retries; 4xx answers become our errors, the rest BackendUnavailable."""
         attempts = self._retries + 1
         last = ""
+        wait_s: float | None = None
         for attempt in range(attempts):
             if attempt:
-                self._sleep(min(self._backoff_s * 2 ** (attempt - 1), BACKOFF_MAX_S))
+                backoff = self._backoff_s * 2 ** (attempt - 1)
+                # the server's Retry-After wins over our backoff, capped so one answer cannot stall
+                self._sleep(min(wait_s if wait_s is not None else backoff, BACKOFF_MAX_S))
             try:
                 return self._attempt(method, url, body, stream)
             except _Retryable as exc:
-                last = str(exc)
+                last, wait_s = str(exc), exc.wait_s
         raise BackendUnavailable(
             f"the generation server at {url} did not answer after {attempts} attempt"
             f"{'s' if attempts > 1 else ''}: {last}"
@@ -305,7 +323,7 @@ class OpenAIGenerator:
             response.close()
         status = response.status_code
         if status in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {status}: {detail}")
+            raise _Retryable(f"HTTP {status}: {detail}", retry_after(response.headers.get("retry-after")))
         if status in (401, 403):
             raise GenerationError(f"{url} refused the request (HTTP {status}): check the API key; {detail}")
         if status == 404 and isinstance(body, dict) and "model" in body and "model" in detail.lower():
