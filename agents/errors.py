@@ -11,7 +11,7 @@ RagnetError (retrieval.errors)
       │    └── BackendUnavailable  a generation server is down or too slow (after retries)
       ├── InvalidPrompt         an empty or overlong prompt
       ├── RouterCheckpointError a router folder missing, broken or for another embedder (routing.py)
-      ├── TrainingDataError     a LoRA training file that cannot be read (lora_training.py)
+      ├── TrainingDataError     a LoRA training file that cannot be read (lora_data.py)
       └── ReaderError           an extractive reader checkpoint missing, broken or for another encoder
 """
 

@@ -458,7 +458,7 @@ def _eval_adapter(args: argparse.Namespace, services: Any) -> int:
 
 
 def _lora_arguments(p: argparse.ArgumentParser) -> None:
-    """`train lora` options (agents/lora_training.py documents the data formats and the mixing rule)."""
+    """`train lora` options (agents/lora_data.py documents the data formats and the mixing rule)."""
     p.add_argument("--name", help="lora: the adapter's name (lower case, digits, - and _)")
     p.add_argument("--general", type=Path, help="lora: general data FILE mixed in (any --data format)")
     p.add_argument("--domains", help="lora: comma-separated router labels the adapter serves (default: NAME)")

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from agents.adapters import check_adapter
-from agents.lora_training import (
-    LoraTrainConfig,
-    TrainingDataError,
-    balanced,
-    held_out,
-    read_examples,
-    train_lora,
-)
+from agents.lora_data import TrainingDataError, balanced, held_out, read_examples
+from agents.lora_training import LoraTrainConfig, train_lora
 from api.cli import main
 from api.settings import Settings
 

@@ -1,6 +1,6 @@
 """`ragnet train lora` and `ragnet eval adapter`: an adapter against its base model, in numbers.
 
-The evaluation reads the held-out side of the same hash split training used (agents/lora_training.py),
+The evaluation reads the held-out side of the same hash split training used (agents/lora_data.py),
 so it never scores an example the adapter was trained on. Domain: intents are scored by exact label
 match, anything else by token F1 against the reply. General questions: base model, adapter forced on,
 and routed (what the router does with each question: base model or adapter). All decoding is greedy,
@@ -19,16 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.lora_training import (
-    Example,
-    LoraTrainConfig,
-    Messages,
-    TrainingDataError,
-    balanced,
-    file_sha256,
-    read_examples,
-    train_lora,
-)
+from agents.lora_data import Example, Messages, TrainingDataError, balanced, file_sha256, read_examples
+from agents.lora_training import LoraTrainConfig, train_lora
 
 Log = Callable[[str], None]
 
