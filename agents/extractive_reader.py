@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,9 @@ def load_encoder_qa(encoder_dir: Path) -> tuple[Any, Any]:
 
 
 class ExtractiveReader:
-    """Reads documents for a question in batched encoder passes; thread-safe for reading."""
+    """Reads documents for a question in batched encoder passes. Reads are serialised: a fast
+    tokenizer's truncation settings are shared state ("Already borrowed" under concurrent calls),
+    and one read already uses every core."""
 
     def __init__(self, checkpoint: Path, encoder_dir: Path, *, bf16: bool | None = None) -> None:
         import torch
@@ -138,6 +141,7 @@ class ExtractiveReader:
         model.eval()
         self._model: Any = model
         self._torch = torch
+        self._lock = threading.Lock()
         self._bf16 = bf16_fast() if bf16 is None else bf16
         self.name = checkpoint.name
         self.fingerprint = _fingerprint(checkpoint)
@@ -146,7 +150,8 @@ class ExtractiveReader:
         """One extraction per text, same order."""
         if not texts:
             return []
-        return read_spans(self._model, self._tokenizer, self.config, question, texts, bf16=self._bf16)
+        with self._lock:
+            return read_spans(self._model, self._tokenizer, self.config, question, texts, bf16=self._bf16)
 
 
 def _fingerprint(checkpoint: Path) -> str:

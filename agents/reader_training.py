@@ -229,6 +229,8 @@ def train_reader(
         losses.append(round(epoch_loss / steps_per_epoch, 4))
         epoch_loss = 0.0
     reader_config = ReaderConfig(encoder=encoder_dir.name)
+    for peft_config in model.peft_config.values():  # a name, not this machine's path
+        peft_config.base_model_name_or_path = encoder_dir.name
     _write_checkpoint(model, out, reader_config, config, data_card)
     snapshot.unlink(missing_ok=True)
     return ReaderTrainReport(
@@ -274,6 +276,7 @@ def _write_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         model.save_pretrained(str(tmp))
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's blank model card; DATA_CARD.md is ours
         meta = reader.to_json() | {"training": {k: v for k, v in config.__dict__.items()}}
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if data_card:

@@ -25,8 +25,17 @@ from agents.reading import Candidate, ScoredCandidate
 from agents.support_graph import EDGE_DIM, NODE_DIM, Doc, EmbedFn, SupportGraph, build_graph
 from retrieval.documents import Hit
 
-#: The shipped checkpoint.
+#: The shipped checkpoints, one per reader (the reader's confidence is one of the graph's features,
+#: and the generator's and the span reader's are on different scales).
 DEFAULT_CHECKPOINT = Path(__file__).parent / "models" / "support_gnn"
+EXTRACTIVE_CHECKPOINT = Path(__file__).parent / "models" / "support_gnn_extractive"
+
+
+def default_checkpoint(reader: str) -> Path:
+    """The shipped checkpoint trained on graphs from ``reader`` ("generator" or "extractive")."""
+    return EXTRACTIVE_CHECKPOINT if reader == "extractive" else DEFAULT_CHECKPOINT
+
+
 WEIGHTS, CONFIG, CARD = "model.pt", "config.json", "DATA_CARD.md"
 
 

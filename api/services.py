@@ -272,7 +272,8 @@ class Services:
                 return OverlapSupportScorer()
             from agents import support_gnn
 
-            model = support_gnn.load(self.settings.support_gnn or support_gnn.DEFAULT_CHECKPOINT)
+            s = self.settings
+            model = support_gnn.load(s.support_gnn or support_gnn.default_checkpoint(s.reader))
             return support_gnn.GnnSupportScorer(model, self.embed_queries)
 
         return self._once("support_scorer", build)

@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     )
     read_k: int = Field(default=3, ge=1, le=10, description="Documents read for candidate answers per hop.")
     reader: Literal["generator", "extractive"] = Field(
-        default="generator",
+        default="extractive",
         description="Who reads a step's documents for candidate answers: the generator (one batched "
         "prompt, counts as LLM calls) or the extractive span reader (agents/extractive_reader.py; "
         "no LLM call, ~0.1-0.3 s a step).",

@@ -45,6 +45,9 @@ def settings(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPat
         generator_quantize="none",
         max_new_tokens=8,
         auth="none",  # tests/test_auth.py covers keys
+        # the scripted and tiny generators read here; the extractive reader has its own tests
+        # (tests/test_extractive_reader.py, a tiny encoder built in code)
+        reader="generator",
     )
 
 

@@ -114,7 +114,7 @@ def eval_aggregate(
     ensure_corpus(services, kb, corpus, log)
     build_ms: list[float] = []
     examples = _examples(services, kb, questions, limit, steps=False, log=log, build_ms=build_ms)
-    model = support_gnn.load(gnn) if gnn else support_gnn.load()
+    model = support_gnn.load(gnn or support_gnn.default_checkpoint(services.settings.reader))
     pickers = {
         "gnn_acc": pick_gnn(model),
         "vote_acc": pick_vote,
@@ -220,13 +220,19 @@ def train_gnn(
 
 
 def _card(services: Services, rows: list[str], report: Any, epochs: int, seed: int, seconds: float) -> str:
+    span_reader = services.span_reader
+    reader = (
+        f"the extractive span reader `{span_reader.name}` ({span_reader.fingerprint})"
+        if span_reader is not None
+        else f"{services.generator.name}, greedy, one batched call per question"
+    )
     return "\n".join(
         [
             "# Support GNN — data card",
             "",
             f"Trained {dt.date.today().isoformat()} by `ragnet train gnn` ({epochs} epochs, seed {seed}, "
             f"{seconds:.0f} s on CPU). Graphs: the real retrieval (top {READ_DEPTH} chunks, hybrid) and the "
-            f"real reader ({services.generator.name}, greedy, one batched call per question) over these "
+            f"real reader ({reader}) over these "
             "public sets; a multi-hop question with a decomposition is read step by step (each step's "
             "'#n' replaced by the gold answer of step n). A candidate is labelled right when it matches "
             "a gold answer (same key after normalisation, or token F1 >= 0.6).",
