@@ -177,13 +177,11 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
     from retrieval.e5_import import e5_dir, is_e5_prepared, prepare_multilingual_e5
     from retrieval.embedder import default_embedder_path
 
-    if (
-        args.action == "prepare"
-        and settings.embedder_path is None
-        and settings.embedder != "all-MiniLM-L6-v2"
-    ):
+    e5_embeds = settings.embedder_path is None and settings.embedder != "all-MiniLM-L6-v2"
+    if args.action == "prepare" and (e5_embeds or settings.reader == "extractive"):
+        # e5 is the default embedder and, always, the extractive reader's encoder
         path = prepare_multilingual_e5(settings.models_dir, log=_err)
-        _err(f"embedder ready: {path}")
+        _err(f"{'embedder' if e5_embeds else 'reader encoder'} ready: {path}")
     if args.action == "prepare":
         if settings.generator_path is None:
             model = prepare_generator(settings.models_dir, log=_err)
@@ -218,6 +216,22 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
             "bytes": folder_bytes(emb_path) if emb_path.exists() else 0,
         },
     ]
+    if settings.reader == "extractive":
+        from agents.extractive_reader import CONFIG_NAME, DEFAULT_READER
+
+        reader_path = settings.reader_model or DEFAULT_READER
+        rows.append(
+            {
+                "role": "reader",
+                "name": "extractive span reader"
+                + ("" if settings.reader_model is None else f" ({reader_path.name})"),
+                "path": str(reader_path),
+                "prepared": (reader_path / CONFIG_NAME).is_file()
+                and is_e5_prepared(e5_dir(settings.models_dir)),
+                "encoder": str(e5_dir(settings.models_dir)),
+                "bytes": folder_bytes(reader_path) if reader_path.exists() else 0,
+            }
+        )
     if args.json:
         print(json.dumps(rows))
     else:

@@ -130,8 +130,11 @@ def test_models_lists_what_is_prepared(env: Settings, capsys: pytest.CaptureFixt
     assert main(["models", "--json"]) == 0
     rows = _last_json(capsys.readouterr().out)
     assert isinstance(rows, list)
-    assert {r["role"] for r in rows} == {"generator", "embedder"}
-    assert all(r["prepared"] and r["bytes"] > 0 for r in rows)
+    by_role = {r["role"]: r for r in rows}
+    assert set(by_role) == {"generator", "embedder", "reader"}  # the span reader is the default
+    assert all(by_role[r]["prepared"] and by_role[r]["bytes"] > 0 for r in ("generator", "embedder"))
+    # the shipped reader is there, its encoder (e5) is not converted in this data folder yet
+    assert by_role["reader"]["bytes"] > 0 and not by_role["reader"]["prepared"]
 
 
 def test_invalid_settings_are_reported(
@@ -175,6 +178,7 @@ def test_models_prepare_converts_the_multilingual_embedder(
     assert main(["models", "prepare", "--json"]) == 0
     rows = {r["role"]: r for r in _last_json(capsys.readouterr().out)}  # type: ignore[union-attr]
     assert rows["embedder"]["name"] == "multilingual-e5-small" and rows["embedder"]["prepared"]
+    assert rows["reader"]["prepared"]
     from api.services import Services
     from api.settings import Settings
 
@@ -187,5 +191,17 @@ def test_models_prepare_converts_the_multilingual_embedder(
             ["长城全长两万一千多公里，是中国古代的军事防御工程。", "Bees make honey."], kind="document"
         )
         assert float(docs[0] @ q) > float(docs[1] @ q) + 0.05
+        # the shipped span reader on the converted encoder: real weights, real answers, both languages
+        reader = services.span_reader
+        assert reader is not None
+        en, none = reader.read(
+            "Who was the first person to walk on the Moon?",
+            ["Neil Armstrong became the first person to step onto the lunar surface in July 1969.",
+             "Bees make honey from the nectar of flowers."],
+        )  # fmt: skip
+        assert en.answer is not None and "Armstrong" in en.answer
+        assert none.answer is None
+        (zh,) = reader.read("长城全长多少公里？", ["长城全长两万一千多公里，是中国古代的军事防御工程。"])
+        assert zh.answer is not None and "两万一千多" in zh.answer
     finally:
         services.close()
