@@ -19,7 +19,7 @@ import json
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,13 +39,7 @@ class ReaderConfig:
     batch_size: int = 16
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "encoder": self.encoder,
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "max_answer_tokens": self.max_answer_tokens,
-            "batch_size": self.batch_size,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReaderConfig:
