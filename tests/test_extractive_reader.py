@@ -4,7 +4,6 @@ reading, the examples built from a set, and the graph reading with it (no model 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -172,12 +171,6 @@ def test_span_examples_pair_each_answer_with_a_related_passage_without_it(tmp_pa
     assert titles_of(folder, 1) == {"France"}
     held = span_examples(folder, hold_out_titles={"France"})
     assert {e.id for e in held} == {"q2", "q2/none"}
-
-
-def test_an_extraction_log_probability_is_finite_for_json() -> None:
-    from agents.extractive_reader import NEVER
-
-    assert math.isfinite(NEVER)
 
 
 def test_the_graph_reads_with_the_span_reader_and_spends_no_model_call(
