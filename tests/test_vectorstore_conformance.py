@@ -520,3 +520,22 @@ def _summary(hits: list[StoredHit]) -> dict[str, Any]:
         h.id: (round(h.score, 5), {n: r.rank for n, r in h.retrievers.items()}, h.payload["doc_id"])
         for h in hits
     }
+
+
+@pytest.mark.parametrize("order", ["a-first", "b-first"])
+def test_hybrid_ties_are_broken_the_same_way_every_time(backend: str, tmp_path: Path, order: str) -> None:
+    # a: dense 1st + sparse 2nd; b: dense 2nd + sparse 1st -> the same fused score, a tie that the
+    # engine returns in no fixed order; ours goes to the better dense rank, also at the k-th place
+    a = point("a", "zebra crossing rules for pedestrians in the city", [1.0, 0.1, 0, 0])
+    b = point("b", "zebra zebra herd", [0.8, 0.6, 0, 0])
+    filler = [point(f"f{i}", f"apple pie recipe number {i}", [0.1, 0, 1.0, 0.1 * i]) for i in range(6)]
+    s = _open(backend, tmp_path)
+    try:
+        add_live(s, *((a, b) if order == "a-first" else (b, a)), *filler)
+        hits = search(s, "zebra", E0, mode="hybrid", k=3)
+        assert [h.payload["doc_id"] for h in hits[:2]] == ["a", "b"]
+        assert hits[0].score == pytest.approx(hits[1].score, abs=1e-9)
+        assert hits[0].retrievers["dense"].rank == 1 and hits[1].retrievers["sparse"].rank == 1
+        assert [h.payload["doc_id"] for h in search(s, "zebra", E0, mode="hybrid", k=1)] == ["a"]
+    finally:
+        s.close()

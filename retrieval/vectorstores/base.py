@@ -37,6 +37,8 @@ Filters = Mapping[str, Scalar | Sequence[Scalar]]
 
 #: Reciprocal-rank-fusion constant: the usual 60 (the README's retrieval table measures hybrid).
 RRF_K = 60
+#: Extra fused hits asked for, so that hits tied at the k-th place are ordered by us, not by chance.
+TIE_SLACK = 4
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,18 @@ def annotate(fused: list[StoredHit], lists: Mapping[str, list[StoredHit]]) -> li
         found = {name: pos[hit.id] for name, pos in positions.items() if hit.id in pos}
         out.append(StoredHit(hit.id, hit.score, hit.payload, found))
     return out
+
+
+def settle_ties(fused: list[StoredHit], k: int) -> list[StoredHit]:
+    """The best ``k`` of annotated fused hits in a reproducible order. Reciprocal-rank fusion ties
+    whenever two hits' ranks are swapped (dense 2nd + sparse 3rd vs dense 3rd + sparse 2nd), and
+    the engine returns tied points in no fixed order: ties go to the better dense rank, then the
+    better sparse rank, then the point id."""
+
+    def key(hit: StoredHit) -> tuple[float, int, int, str]:
+        dense, sparse = hit.retrievers.get("dense"), hit.retrievers.get("sparse")
+        never = 1 << 30
+        dense_rank, sparse_rank = dense.rank if dense else never, sparse.rank if sparse else never
+        return (-round(hit.score, 9), dense_rank, sparse_rank, hit.id)
+
+    return sorted(fused, key=key)[:k]

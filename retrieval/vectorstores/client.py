@@ -40,12 +40,14 @@ from retrieval.vectorstores.base import (
     RRF_K,
     SPARSE,
     STAGED,
+    TIE_SLACK,
     Filters,
     IndexPoint,
     Kind,
     StoredHit,
     StoreQuery,
     annotate,
+    settle_ties,
 )
 
 #: Points per upsert request (keeps a server request well under its 32 MiB body limit).
@@ -304,13 +306,13 @@ class QdrantClientVectorStore:
                 m.Prefetch(query=sparse, using=SPARSE, filter=flt, limit=n),
             ],
             filter=flt,
-            limit=query.k,
+            limit=query.k + TIE_SLACK,
             with_payload=True,
         )
         fused_hits, dense_hits, sparse_hits = self._run(
             [fused, plain(dense, DENSE, n), plain(sparse, SPARSE, n)]
         )
-        return annotate(fused_hits, {"dense": dense_hits, "sparse": sparse_hits})
+        return settle_ties(annotate(fused_hits, {"dense": dense_hits, "sparse": sparse_hits}), query.k)
 
     def _run(self, requests: list[Any]) -> list[list[StoredHit]]:
         with self._reading():

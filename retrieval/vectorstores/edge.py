@@ -23,12 +23,14 @@ from retrieval.vectorstores.base import (
     RRF_K,
     SPARSE,
     STAGED,
+    TIE_SLACK,
     Filters,
     IndexPoint,
     Kind,
     StoredHit,
     StoreQuery,
     annotate,
+    settle_ties,
 )
 
 
@@ -170,7 +172,7 @@ class EdgeVectorStore:
             return _tag(self._run([plain(dense, query.k)])[0], "dense")
         n = query.prefetch
         fused = qe.QueryRequest(
-            limit=query.k,
+            limit=query.k + TIE_SLACK,
             query=qe.Fusion.Rrf(k=RRF_K),
             prefetches=[
                 qe.Prefetch(limit=n, query=dense, filter=flt),
@@ -180,7 +182,7 @@ class EdgeVectorStore:
             with_payload=True,
         )
         fused_hits, dense_hits, sparse_hits = self._run([fused, plain(dense, n), plain(sparse, n)])
-        return annotate(fused_hits, {"dense": dense_hits, "sparse": sparse_hits})
+        return settle_ties(annotate(fused_hits, {"dense": dense_hits, "sparse": sparse_hits}), query.k)
 
     def _run(self, requests: list[Any]) -> list[list[StoredHit]]:
         with self._lock:
