@@ -61,3 +61,7 @@ class InvalidPrompt(AgentError):
 
 class ReaderError(AgentError):
     pass
+
+
+class CheckpointError(AgentError):
+    """A support-GNN checkpoint that is missing, unreadable or built for other features."""

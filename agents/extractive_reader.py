@@ -37,6 +37,8 @@ class ReaderConfig:
     stride: int = 128
     max_answer_tokens: int = 30
     batch_size: int = 16
+    #: Next-best spans kept per document (non-overlapping; the support graph uses them as support).
+    alternatives: int = 2
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +57,8 @@ class Extraction:
     logprob: float  # log P(best span); 0 would be certain
     none_logprob: float  # log P(no answer) in the window the span came from
     span: str = ""  # the best span, also when "no answer" is likelier
+    #: The next-best spans after ``span``, (text, log P), best first, none overlapping another.
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 class SpanReader(Protocol):
@@ -189,27 +193,31 @@ def read_spans(
             ends.append(logits.end_logits.float())
     start_logits = torch.cat(starts)
     end_logits = torch.cat(ends)
-    best: dict[int, Extraction] = {}
+    keep = 1 + config.alternatives
+    # per text: a span's text (case and spacing folded) -> (answer, log P, log P(no answer) in its window)
+    spans: list[dict[str, tuple[str, float, float]]] = [{} for _ in texts]
     for w in range(n):
         context = torch.tensor([s == 1 for s in enc.sequence_ids(w)])
-        found = best_span(start_logits[w], end_logits[w], context, config.max_answer_tokens)
-        if found is None:
-            continue
-        s, e, span_lp, none_lp = found
-        text = texts[owners[w]]
-        answer = text[offsets[w][s][0] : offsets[w][e][1]].strip()
-        current = best.get(owners[w])
-        if answer and (current is None or span_lp > current.logprob):
-            best[owners[w]] = Extraction(answer, span_lp, none_lp, answer)
+        owner, text = owners[w], texts[owners[w]]
+        for s, e, span_lp, none_lp in top_spans(
+            start_logits[w], end_logits[w], context, config.max_answer_tokens, keep
+        ):
+            answer = text[offsets[w][s][0] : offsets[w][e][1]].strip()
+            key = " ".join(answer.lower().split())
+            if answer and (key not in spans[owner] or span_lp > spans[owner][key][1]):
+                spans[owner][key] = (answer, span_lp, none_lp)
     out: list[Extraction] = []
     for t in range(len(texts)):
-        got = best.get(t)
-        if got is None:
+        ranked = sorted(spans[t].values(), key=lambda a: -a[1])[:keep]
+        if not ranked:
             out.append(Extraction(None, NEVER, 0.0))
-        elif got.none_logprob > got.logprob:  # "no answer" is the likelier reading
-            out.append(Extraction(None, got.logprob, got.none_logprob, got.span))
+            continue
+        answer, span_lp, none_lp = ranked[0]
+        rest = tuple((a, round(lp, 5)) for a, lp, _ in ranked[1:])
+        if none_lp > span_lp:  # "no answer" is the likelier reading
+            out.append(Extraction(None, span_lp, none_lp, answer, rest))
         else:
-            out.append(got)
+            out.append(Extraction(answer, span_lp, none_lp, answer, rest))
     return out
 
 
@@ -218,10 +226,19 @@ def best_span(
 ) -> tuple[int, int, float, float] | None:
     """(start, end, log P(span), log P(no answer)) of the best span inside ``context``; the first
     token stands for "no answer"; None when the window holds no context token."""
+    found = top_spans(start_logits, end_logits, context, max_tokens, 1)
+    return found[0] if found else None
+
+
+def top_spans(
+    start_logits: Any, end_logits: Any, context: Any, max_tokens: int, k: int
+) -> list[tuple[int, int, float, float]]:
+    """The ``k`` best non-overlapping spans inside ``context``, best first: (start, end,
+    log P(span), log P(no answer)), the first token standing for "no answer"."""
     import torch
 
     if not bool(context.any()):
-        return None
+        return []
     allowed = context.clone()
     allowed[0] = True
     ls = torch.log_softmax(start_logits.masked_fill(~allowed, -1e4), dim=-1)
@@ -230,8 +247,15 @@ def best_span(
     length = len(ls)
     idx = torch.arange(length)
     band = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < max_tokens)
-    valid = band & context[:, None] & context[None, :]
-    scores = scores.masked_fill(~valid, -math.inf)
-    flat = int(torch.argmax(scores))
-    s, e = divmod(flat, length)
-    return s, e, float(scores[s, e]), float(ls[0] + le[0])
+    scores = scores.masked_fill(~(band & context[:, None] & context[None, :]), -math.inf)
+    none_lp = float(ls[0] + le[0])
+    out: list[tuple[int, int, float, float]] = []
+    for _ in range(k):
+        flat = int(torch.argmax(scores))
+        s, e = divmod(flat, length)
+        score = float(scores[s, e])
+        if score == -math.inf:
+            break
+        out.append((s, e, score, none_lp))
+        scores[: e + 1, s:] = -math.inf  # every span that overlaps this one
+    return out

@@ -9,7 +9,7 @@ contains the candidate's words.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,6 +129,9 @@ class Candidate:
     answer: str
     hit: Hit  # the document it was read from
     logprob: float = 0.0  # the reader's mean token log-probability (0 = certain, e.g. a FAQ's answer)
+    #: The span reader's log P("no answer") in that document (the answer is its best span even
+    #: where this is likelier: the support scorer weighs the two); None from other readers.
+    no_answer: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,21 @@ class ScoredCandidate:
     confidence: float | None = None
 
 
+#: The span reader's other spans per document read: chunk id -> ((answer, log P), ...), best first.
+OtherSpans = Mapping[str, Sequence[tuple[str, float]]]
+
+
 class SupportScorer(Protocol):
     def score(
-        self, question: str, candidates: Sequence[Candidate], hits: Sequence[Hit]
+        self,
+        question: str,
+        candidates: Sequence[Candidate],
+        hits: Sequence[Hit],
+        *,
+        other_spans: OtherSpans | None = None,
     ) -> list[ScoredCandidate]:
-        """Candidates scored by how well the retrieved documents support them, best first."""
+        """Candidates scored by how well the retrieved documents support them, best first;
+        ``other_spans`` are what the span reader also found in each document (if it read them)."""
 
 
 def _contains(doc_tokens: set[str], answer_tokens: list[str]) -> bool:
@@ -156,10 +169,18 @@ class OverlapSupportScorer:
     """Own relevance + SUPPORT_WEIGHT x the relevance of each other document holding the answer."""
 
     def score(
-        self, question: str, candidates: Sequence[Candidate], hits: Sequence[Hit]
+        self,
+        question: str,
+        candidates: Sequence[Candidate],
+        hits: Sequence[Hit],
+        *,
+        other_spans: OtherSpans | None = None,  # containment is this scorer's only support
     ) -> list[ScoredCandidate]:
         doc_tokens = {h.chunk_id: set(tokens(h.reader_text)) for h in hits}
         scored: list[ScoredCandidate] = []
+        # a span the reader itself finds less likely than "no answer" is none: this scorer cannot
+        # weigh the two
+        candidates = [c for c in candidates if c.no_answer is None or c.logprob >= c.no_answer]
         for cand in candidates:
             words = tokens(cand.answer)
             own = cand.hit.evidence_score

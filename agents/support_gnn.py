@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATv2Conv
 
-from agents.errors import AgentError
-from agents.reading import Candidate, ScoredCandidate
-from agents.support_graph import EDGE_DIM, NODE_DIM, Doc, EmbedFn, SupportGraph, build_graph
+from agents.errors import CheckpointError
+from agents.reading import Candidate, OtherSpans, ScoredCandidate
+from agents.support_graph import EDGE_DIM, NO_ANSWER_CLIP, NODE_DIM, Doc, EmbedFn, SupportGraph, build_graph
 from retrieval.documents import Hit
 
 #: The shipped checkpoints, one per reader (the reader's confidence is one of the graph's features,
@@ -37,10 +37,6 @@ def default_checkpoint(reader: str) -> Path:
 
 
 WEIGHTS, CONFIG, CARD = "model.pt", "config.json", "DATA_CARD.md"
-
-
-class CheckpointError(AgentError):
-    """A support-GNN checkpoint that is missing, unreadable or built for other features."""
 
 
 @dataclass(frozen=True)
@@ -139,24 +135,46 @@ class GnnSupportScorer:
         self._embed = embed
 
     def graph(
-        self, question: str, candidates: Sequence[Candidate], hits: Sequence[Hit]
+        self,
+        question: str,
+        candidates: Sequence[Candidate],
+        hits: Sequence[Hit],
+        other_spans: OtherSpans | None = None,
     ) -> tuple[SupportGraph, list[Hit]]:
         """The support graph of the retrieved hits (retrieval order) and the readings of them; a
         candidate read from a hit not among ``hits`` (a FAQ's answer) becomes one more document."""
         by_chunk = {c.hit.chunk_id: c for c in candidates}
         nodes = list(hits) + [c.hit for c in candidates if c.hit.chunk_id not in {h.chunk_id for h in hits}]
-        docs = [Doc(h.chunk_id, h.doc_id, h.reader_text, i, h.evidence_score) for i, h in enumerate(nodes)]
+        docs = [
+            Doc(h.chunk_id, h.doc_id, h.reader_text, i, h.evidence_score, h.title)
+            for i, h in enumerate(nodes)
+        ]
         read = [by_chunk.get(h.chunk_id) for h in nodes]
         answers = [c.answer if c else None for c in read]
         logprobs = [c.logprob if c else 0.0 for c in read]
-        return build_graph(question, docs, answers, logprobs, self._embed), nodes
+        spans = other_spans or {}
+        alternatives = [[(a, lp) for a, lp in spans.get(h.chunk_id, ())] for h in nodes]
+        no_answer = None
+        if any(c.no_answer is not None for c in candidates):  # the span reader read them
+            # a FAQ's answer is certain; a document without a candidate is neither way
+            no_answer = [
+                (c.no_answer if c.no_answer is not None else c.logprob - NO_ANSWER_CLIP) if c else 0.0
+                for c in read
+            ]
+        graph = build_graph(question, docs, answers, logprobs, self._embed, alternatives, no_answer)
+        return graph, nodes
 
     def score(
-        self, question: str, candidates: Sequence[Candidate], hits: Sequence[Hit]
+        self,
+        question: str,
+        candidates: Sequence[Candidate],
+        hits: Sequence[Hit],
+        *,
+        other_spans: OtherSpans | None = None,
     ) -> list[ScoredCandidate]:
         if not candidates:
             return []
-        graph, nodes = self.graph(question, candidates, hits)
+        graph, nodes = self.graph(question, candidates, hits, other_spans)
         logits = candidate_logits(self._model, graph)
         scored: list[ScoredCandidate] = []
         for c, supporting, logit in zip(graph.clusters, graph.supporting, logits, strict=True):

@@ -8,9 +8,13 @@ attribute vector (relation one-hot, weight, embedding cosine):
 - question -> document  ``retrieved``  (weight: relevance)
 - document -> candidate ``extracted``  (the reader read it there; weight: reader probability)
 - document -> candidate ``supports``   (the document contains the answer; weight: overlap)
+- document -> candidate ``read_support`` (the span reader found it among the document's next-best
+  spans; weight: probability)
+- candidate -> document ``names``      (the answer is the document's title: in a two-hop question
+  that is the bridge entity, and the answer lies in the document it names)
 - candidate <-> candidate ``similar``  (overlapping answers, "Broncos" / "Denver Broncos")
 
-and the reverse of the first three, so documents hear from candidates and the question from
+and the reverse of the others, so documents hear from candidates and the question from
 documents. Features are numbers a reader of the graph can explain (relevance, rank, reader
 probability, agreement and support counts, question-answer embedding cosine, answer shape), so a
 small model trained on a few hundred questions carries over to other sets and languages.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,14 +44,22 @@ class Doc:
     text: str
     rank: int  # 0 = best
     relevance: float  # the evidence score (dense cosine scale)
+    title: str = ""  # what the document is about (its title): a candidate naming it is a bridge
 
 
 @dataclass(frozen=True)
 class Reading:
-    """The reader's raw reply for one document and its mean token log-probability."""
+    """The reader's raw reply for one document and its log-probability (the generator's: mean per
+    token; the span reader's: of its best span)."""
 
     reply: str
     logprob: float
+    #: The span reader's next-best spans in this document, (answer, log P), best first: a
+    #: document whose reader also found a candidate there backs it (the generator has none).
+    alternatives: tuple[tuple[str, float], ...] = ()
+    #: The span reader's log P("no answer"): its reply is its best span even where "no answer" is
+    #: likelier, and the graph weighs the two. None for the generator, whose "unknown" is final.
+    no_answer: float | None = None
 
 
 #: Embeds texts as queries: (n, dim) L2-normalised. The embedder of the knowledge base.
@@ -61,11 +73,16 @@ RELATIONS = (
     "retrieved_rev",
     "extracted_rev",
     "supports_rev",
+    "read_support",
+    "read_support_rev",
+    "names",
+    "names_rev",
 )
 NODE_TYPES = ("question", "document", "candidate")
 DOC_FEATURES = (
     "relevance", "relevance_gap", "inv_rank", "answered", "reader_prob", "supports_share",
-    "question_coverage",
+    "question_coverage", "named", "titled_answer", "says_no_answer", "no_answer_margin",
+    "title_in_question",
 )  # fmt: skip
 CAND_FEATURES = (
     "reader_prob_max",
@@ -87,6 +104,19 @@ CAND_FEATURES = (
     *(f"asks_{kind}" for kind in ("who", "when", "where", "number", "what", "yes_no")),
     "question_coverage_max",
     "question_coverage_gap",
+    "read_support_mass",
+    "read_support_share",
+    "names_other",
+    "own_title",
+    "from_named_document",
+    "says_no_answer_share",
+    "no_answer_margin_min",
+    "question_length",
+    "asks_choice",
+    "from_question_document",
+    "first_answered",
+    "most_read",
+    "most_likely",
 )
 #: Words that say nothing about what a question is about (for question coverage).
 _FUNCTION_WORDS = frozenset(
@@ -140,11 +170,21 @@ _FUNCTION_WORDS = frozenset(
         "they",
     ]
 )
-QUESTION_FEATURES = ("answered_share", "clusters_share", "top_relevance")
+QUESTION_FEATURES = (
+    "answered_share",
+    "clusters_share",
+    "top_relevance",
+    "question_length",
+    "titles_in_question",
+)
 NODE_DIM = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES) + len(CAND_FEATURES)
 EDGE_DIM = len(RELATIONS) + 2
 #: Share of an answer's words a document must hold to support it.
 SUPPORT_OVERLAP = 0.8
+#: log P(no answer) - log P(answer) is clipped to +-this and scaled to [-1, 1].
+NO_ANSWER_CLIP = 10.0
+#: Token F1 at which a candidate names a document's title (a bridge to that document).
+NAMES_F1 = 0.6
 
 
 @dataclass
@@ -156,8 +196,11 @@ class SupportGraph:
     answers: list[str | None]  # the reader's answer per document (None: the document has none)
     logprobs: list[float]
     clusters: list[Cluster]  # cluster i is node 1 + len(docs) + i; members index docs
-    supporting: list[tuple[int, ...]]  # per cluster: the other documents that contain it
+    supporting: list[tuple[int, ...]]  # per cluster: the other documents that contain it or read it
     data: Data
+    #: Per document: the span reader found "no answer" likelier than its answer (all False for
+    #: readers that give none).
+    says_none: list[bool] = field(default_factory=list)
 
     @property
     def first_candidate(self) -> int:
@@ -181,6 +224,10 @@ _ASKS = (
 )
 
 
+#: A question that names its options: "Which band was formed first, The Exies or Circus Diablo?"
+_CHOICE = re.compile(r"\bor\b[^?]*\?\s*$|还是", re.IGNORECASE)
+
+
 def asks(question: str) -> str:
     """The kind of answer a question asks for: who, when, where, number, what, yes_no or other."""
     text = question.lower().strip()
@@ -191,18 +238,80 @@ def _numeric(answer: str) -> bool:
     return bool(re.search(r"\d", answer)) or answer_key(answer).isdigit()
 
 
+def _read_support(
+    clusters: Sequence[Cluster], others: Sequence[Sequence[tuple[str, float]]]
+) -> list[list[tuple[int, float]]]:
+    """Per cluster: (document, probability) for every document that did not give it as its answer
+    but whose reader found it among its other spans (best match per document)."""
+    out: list[list[tuple[int, float]]] = []
+    for c in clusters:
+        found: dict[int, float] = {}
+        for di, spans in enumerate(others):
+            if di in c.members:
+                continue
+            for span, lp in spans:
+                if answer_key(span) == c.key or similarity(span, c.answer) >= NAMES_F1:
+                    found[di] = max(found.get(di, 0.0), math.exp(min(0.0, lp)))
+        out.append(sorted(found.items()))
+    return out
+
+
+def _title(doc: Doc) -> str:
+    return doc.title.replace("_", " ").strip()
+
+
+def _names(
+    clusters: Sequence[Cluster], docs: Sequence[Doc]
+) -> tuple[list[list[tuple[int, float]]], list[float]]:
+    """Per cluster: the other documents whose title it names (document, similarity), and how
+    closely it names its own documents' title (an answer that is its document's subject)."""
+    names: list[list[tuple[int, float]]] = []
+    own: list[float] = []
+    for c in clusters:
+        sims = [similarity(c.answer, _title(d)) if _title(d) else 0.0 for d in docs]
+        names.append([(di, sim) for di, sim in enumerate(sims) if di not in c.members and sim >= NAMES_F1])
+        own.append(max(sims[m] for m in c.members))
+    return names, own
+
+
 def build_graph(
     question: str,
     docs: Sequence[Doc],
     answers: Sequence[str | None],
     logprobs: Sequence[float],
     embed: EmbedFn,
+    alternatives: Sequence[Sequence[tuple[str, float]]] | None = None,
+    no_answer: Sequence[float] | None = None,
 ) -> SupportGraph:
-    """The support graph for ``question``: ``answers[i]`` is what the reader read in ``docs[i]``."""
+    """The support graph for ``question``: ``answers[i]`` is what the reader read in ``docs[i]``
+    (log P ``logprobs[i]``); the span reader also gives ``alternatives[i]``, its other spans there
+    (answer, log P), and ``no_answer[i]``, its log P("no answer")."""
     docs = list(docs)
     n_docs = len(docs)
     clusters = cluster([a or "" for a in answers])
     n_c = len(clusters)
+    others = [list(a) for a in alternatives] if alternatives is not None else [[] for _ in docs]
+    read_support = _read_support(clusters, others)
+    names, own_title = _names(clusters, docs)
+    named = [any(di in dict(n) for n in names) for di in range(n_docs)]
+    # the documents about what the question names (a multi-hop question's first hop)
+    in_question = [
+        bool(_title(d)) and coverage(set(tokens(question)), tokens(_title(d))) >= 0.8 for d in docs
+    ]
+    q_length = math.log1p(len(tokens(question))) / 4
+    choice = bool(_CHOICE.search(question))
+    # how much likelier "no answer" is than the document's answer (log odds, clipped); 0 if unknown
+    margin = [
+        max(-NO_ANSWER_CLIP, min(NO_ANSWER_CLIP, none - lp)) / NO_ANSWER_CLIP
+        if no_answer is not None
+        else 0.0
+        for none, lp in zip(no_answer or [0.0] * n_docs, logprobs, strict=True)
+    ]
+    # what the simple aggregators would pick, as flags: the GNN starts from what a baseline sees
+    answering = [min((m for m in c.members if margin[m] <= 0), default=n_docs) for c in clusters]
+    first_answered = min(range(n_c), key=lambda i: (answering[i], min(clusters[i].members)), default=-1)
+    most_read = max((len(c.members) for c in clusters), default=0)
+    most_likely = max(range(n_c), key=lambda i: max(logprobs[m] for m in clusters[i].members), default=-1)
     first = 1 + n_docs
     x = torch.zeros(first + n_c, NODE_DIM)
     q_off = len(NODE_TYPES)
@@ -247,7 +356,9 @@ def build_graph(
     # question node
     x[0, 0] = 1.0
     answered = sum(a is not None for a in answers)
-    x[0, q_off : q_off + 3] = torch.tensor([answered / max(1, n_docs), n_c / max(1, n_docs), top])
+    x[0, q_off : q_off + len(QUESTION_FEATURES)] = torch.tensor(
+        [answered / max(1, n_docs), n_c / max(1, n_docs), top, q_length, sum(in_question) / max(1, n_docs)]
+    )
     # document nodes
     for di, d in enumerate(docs):
         node = 1 + di
@@ -262,6 +373,11 @@ def build_graph(
                 probs[di] if answers[di] is not None else 0.0,
                 n_supported / max(1, n_c),
                 asked_share[di],
+                float(named[di]),
+                float(any(own_title[ci] >= NAMES_F1 and di in c.members for ci, c in enumerate(clusters))),
+                float(margin[di] > 0),
+                margin[di],
+                float(in_question[di]),
             ]
         )
         edge(0, node, "retrieved", d.relevance)
@@ -295,6 +411,19 @@ def build_graph(
                 *(float(kind == wants) for kind in ("who", "when", "where", "number", "what", "yes_no")),
                 max(asked_share[m] for m in members),
                 max(asked_share[m] for m in members) - best_coverage,
+                sum(p for _, p in read_support[ci]),
+                len(read_support[ci]) / max(1, n_docs),
+                max((sim for _, sim in names[ci]), default=0.0),
+                own_title[ci],
+                float(any(named[m] for m in members)),
+                sum(margin[m] > 0 for m in members) / len(members),
+                min(margin[m] for m in members),
+                q_length,
+                float(choice),
+                float(any(in_question[m] for m in members)),
+                float(ci == first_answered),
+                float(len(members) == most_read),
+                float(ci == most_likely),
             ]
         )
         for m in members:
@@ -303,6 +432,12 @@ def build_graph(
         for di, overlap in supports[ci]:
             edge(1 + di, node, "supports", overlap)
             edge(node, 1 + di, "supports_rev", overlap)
+        for di, prob in read_support[ci]:
+            edge(1 + di, node, "read_support", prob)
+            edge(node, 1 + di, "read_support_rev", prob)
+        for di, sim in names[ci]:
+            edge(node, 1 + di, "names", sim)
+            edge(1 + di, node, "names_rev", sim)
         for cj, other in enumerate(clusters):
             if cj != ci:
                 sim = similarity(c.answer, other.answer)
@@ -316,5 +451,10 @@ def build_graph(
     )
     data.candidate_mask = torch.zeros(first + n_c, dtype=torch.bool)
     data.candidate_mask[first:] = True
-    supporting = [tuple(di for di, _ in sup) for sup in supports]
-    return SupportGraph(question, docs, list(answers), list(logprobs), clusters, supporting, data)
+    # the documents that back a cluster: they contain it, or their reader found it there too
+    supporting = [
+        tuple(sorted({di for di, _ in sup} | {di for di, _ in read}))
+        for sup, read in zip(supports, read_support, strict=True)
+    ]
+    says_none = [m > 0 for m in margin]
+    return SupportGraph(question, docs, list(answers), list(logprobs), clusters, supporting, data, says_none)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agents.errors import (
     AdapterMismatch,
     BackendUnavailable,
+    CheckpointError,
     GenerationError,
     InvalidPrompt,
     MissingExtra,
@@ -37,6 +38,7 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (ModelNotPrepared, 503, "model_not_prepared"),
     (MissingExtra, 503, "missing_extra"),
     (ReaderError, 503, "reader_unavailable"),
+    (CheckpointError, 503, "support_model_unavailable"),
     (StoreLocked, 503, "store_locked"),
     (StoreError, 503, "store_unavailable"),
     (GenerationError, 500, "generation_failed"),

@@ -82,6 +82,8 @@ class AgenticState(TypedDict, total=False):
     hits: list[dict[str, Any]]
     faqs: list[dict[str, Any]]
     candidates: list[dict[str, Any]]
+    #: The span reader's other spans per document read this step: chunk id -> [[answer, log P], ...].
+    other_spans: dict[str, list[list[Any]]]
     answers: dict[str, dict[str, Any]]  # replaced whole: a backtrack forgets them
     failed: list[str]
     hops: Annotated[int, operator.add]
@@ -311,10 +313,14 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     open_question = composing.shape(question).kind == "open"
     if ctx.span_reader is not None:  # the extractive reader: no model call
         to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]
-        replies = [
-            (e.answer or "unknown", e.logprob)
-            for e in ctx.span_reader.read(question, [hit_from_dict(h).reader_text for h in to_read])
-        ]
+        extractions = ctx.span_reader.read(question, [hit_from_dict(h).reader_text for h in to_read])
+        # every document's best span, also where "no answer" is likelier: the scorer weighs the two
+        replies = [(e.span or "unknown", e.logprob) for e in extractions]
+        no_answer: list[float | None] = [e.none_logprob for e in extractions]
+        other_spans = {
+            h["chunk_id"]: [[a, lp] for a, lp in e.alternatives]
+            for h, e in zip(to_read, extractions, strict=True)
+        }
         calls = 0
     else:
         # one batched model call reads every document; each read counts against the call budget,
@@ -334,14 +340,17 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         ]
         generations = ctx.generator.generate_batch(requests) if requests else []
         replies = [(g.text.strip(), g.logprob if g.logprob is not None else 0.0) for g in generations]
+        other_spans = {}
+        no_answer = [None] * len(generations)
         calls = len(requests)
     echoed: list[str] = []
-    for hit, (reply, logprob) in zip(to_read, replies, strict=True):
+    for hit, (reply, logprob), none_lp in zip(to_read, replies, no_answer, strict=True):
         answer, echo = candidate_of(reply, question, open_question=open_question)
         if answer and echo:
             echoed.append(answer)  # names what the question already names: no answer
         elif answer:
-            candidates.append({"answer": answer, "hit": hit, "faq": False, "logprob": logprob})
+            candidate = {"answer": answer, "hit": hit, "faq": False, "logprob": logprob}
+            candidates.append(candidate if none_lp is None else {**candidate, "no_answer": none_lp})
     trace = _event(
         runtime,
         "read",
@@ -356,17 +365,20 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         ],
         echoed=echoed,
     )
-    return {"candidates": candidates, "llm_calls": calls, "trace": trace}
+    return {"candidates": candidates, "other_spans": other_spans, "llm_calls": calls, "trace": trace}
 
 
 def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
     ctx = runtime.context
     hits = [hit_from_dict(h) for h in state.get("hits", [])]
     cands = [
-        Candidate(c["answer"], hit_from_dict(c["hit"]), c.get("logprob", 0.0))
+        Candidate(c["answer"], hit_from_dict(c["hit"]), c.get("logprob", 0.0), c.get("no_answer"))
         for c in state.get("candidates", [])
     ]
-    scored = ctx.scorer.score(state["sub_question"], cands, hits)
+    other_spans = {
+        chunk: [(a, lp) for a, lp in spans] for chunk, spans in state.get("other_spans", {}).items()
+    }
+    scored = ctx.scorer.score(state["sub_question"], cands, hits, other_spans=other_spans)
     step = state["plan"][state["step"]]
     if not scored:
         return {"trace": _event(runtime, "aggregate", step=step["id"], answered=False)}

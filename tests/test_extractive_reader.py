@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.errors import ReaderError
-from agents.extractive_reader import CONFIG_NAME, ExtractiveReader, best_span
+from agents.extractive_reader import CONFIG_NAME, ExtractiveReader, best_span, top_spans
 from agents.reader_training import ReaderTrainConfig, SpanExample, locate, train_reader
 from api.evaluation.reader_data import span_examples, titles_of
 from tests.tiny_encoder import build_tiny_encoder
@@ -65,6 +65,20 @@ def test_best_span_picks_the_likeliest_span_inside_the_context() -> None:
     assert e - s < 2  # answers are capped in length
 
 
+def test_top_spans_are_the_next_best_spans_that_do_not_overlap() -> None:
+    start = torch.tensor([0.0, 9.0, 0.0, 5.0, 0.0, 0.0, 4.0, 0.0])
+    end = torch.tensor([0.0, 0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 5.0])
+    context = torch.tensor([False, False, True, True, True, True, True, True])
+    found = top_spans(start, end, context, max_tokens=3, k=3)
+    assert [(s, e) for s, e, *_ in found][:2] == [(3, 4), (6, 7)]  # best first; (3, 5), (4, 4)... overlap
+    assert found[0] == best_span(start, end, context, 3)
+    assert [lp for _, _, lp, _ in found] == sorted((lp for _, _, lp, _ in found), reverse=True)
+    spans = {(s, e) for s, e, *_ in found}
+    for s, e in spans:  # no two spans share a token
+        assert all(e < s2 or e2 < s for s2, e2 in spans - {(s, e)})
+    assert top_spans(start, end, torch.zeros(8, dtype=torch.bool), 3, 2) == []
+
+
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(
     trained: tuple[Path, list[float]], encoder: Path
 ) -> None:
@@ -83,6 +97,11 @@ def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(
             assert extraction.answer in text  # always words of the document
             assert extraction.logprob <= 0.0
     assert read[2].answer is None  # an empty document answers nothing
+    for extraction, text in zip(read[:2], texts[:2], strict=True):  # the next-best spans, best first
+        assert len(extraction.alternatives) <= 2
+        assert all(a in text and lp <= extraction.logprob for a, lp in extraction.alternatives)
+        assert extraction.span in text and extraction.none_logprob <= 0.0
+        assert extraction.span not in [a for a, _ in extraction.alternatives]
     assert reader.read("anything", []) == []
 
 

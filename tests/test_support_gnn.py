@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,19 @@ from agents.generation.transformers_backend import TransformersGenerator
 from agents.gnn_training import Example, train
 from agents.reading import Candidate
 from agents.support_gnn import CheckpointError, GnnConfig, GnnSupportScorer, SupportGNN, candidate_logits
-from agents.support_graph import EDGE_DIM, NODE_DIM, RELATIONS, Doc, build_graph
+from agents.support_graph import (
+    CAND_FEATURES,
+    DOC_FEATURES,
+    EDGE_DIM,
+    NODE_DIM,
+    NODE_TYPES,
+    QUESTION_FEATURES,
+    RELATIONS,
+    Doc,
+    build_graph,
+)
 from api.cli import main
+from api.evaluation.aggregate import pick_top_answered, pick_top_doc
 from api.settings import Settings
 from retrieval.documents import Hit
 
@@ -96,6 +108,62 @@ def test_six_node_graph_has_known_shapes() -> None:
     assert data.edge_index.shape == (2, 16) and data.edge_attr.shape == (16, EDGE_DIM)
     assert g.supporting == [(2,), (0,)]
     assert g.labels(["Denver Broncos"]).tolist() == [1.0, 0.0]
+
+
+def test_bridges_other_spans_and_no_answer_margins_are_in_the_graph() -> None:
+    docs = [
+        Doc("c0", "d0", "Kerry Saxby-Junna (born 1961) is a race walker born in Young, New South Wales.", 0,
+            0.9, "Kerry Saxby-Junna"),
+        Doc("c1", "d1", "Young is a town in New South Wales. At the 2011 census it had 6,960 people.", 1, 0.8,
+            "Young, New South Wales"),
+        Doc("c2", "d2", "Blennerville is a village; about 6,960 or 141 people live there.", 2, 0.7,
+            "Blennerville"),
+    ]  # fmt: skip
+    g = build_graph(
+        "What was the population of the town where Kerry Saxby-Junna was born?",
+        docs,
+        ["Young, New South Wales", "6,960", "141"],
+        [-0.5, -0.4, -3.0],
+        embed,
+        alternatives=[[], [("Young", -6.0)], [("6,960", -2.0)]],
+        no_answer=[-5.0, -4.0, 0.0],
+    )
+    relations = [RELATIONS[int(a[: len(RELATIONS)].argmax())] for a in g.data.edge_attr]
+    assert relations.count("names") == 1 and relations.count("names_rev") == 1  # Young... names d1
+    assert relations.count("read_support") == 1  # d2's reader also found "6,960"
+    named = next(i for i, r in enumerate(relations) if r == "names")
+    assert g.data.edge_index[:, named].tolist() == [g.first_candidate, 2]  # candidate 0 -> document d1
+
+    def doc(i: int, name: str) -> float:
+        return float(g.data.x[1 + i, len(NODE_TYPES) + len(QUESTION_FEATURES) + DOC_FEATURES.index(name)])
+
+    def cand(i: int, name: str) -> float:
+        off = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
+        return float(g.data.x[g.first_candidate + i, off + CAND_FEATURES.index(name)])
+
+    assert [doc(i, "named") for i in range(3)] == [0.0, 1.0, 0.0]
+    assert [doc(i, "title_in_question") for i in range(3)] == [1.0, 0.0, 0.0]
+    assert [doc(i, "says_no_answer") for i in range(3)] == [0.0, 0.0, 1.0]
+    assert doc(2, "no_answer_margin") == pytest.approx(0.3) and doc(0, "no_answer_margin") == pytest.approx(
+        -0.45
+    )
+    assert cand(0, "names_other") == 1.0 and cand(1, "names_other") == 0.0
+    assert cand(1, "from_named_document") == 1.0 and cand(0, "from_question_document") == 1.0
+    assert cand(1, "read_support_mass") == pytest.approx(np.exp(-2.0), abs=1e-6)
+    assert cand(1, "read_support_share") == pytest.approx(1 / 3) and cand(2, "read_support_share") == 0.0
+    assert g.supporting[1] == (2,)  # d2 holds "6,960" too
+    # what the simple aggregators pick, flagged: the first document that answers, the likeliest
+    assert [cand(i, "first_answered") for i in range(3)] == [1.0, 0.0, 0.0]
+    assert [cand(i, "most_likely") for i in range(3)] == [0.0, 1.0, 0.0]
+    assert g.says_none == [False, False, True]
+    assert pick_top_answered(g) == 0 and pick_top_doc(g) == 0
+    unsure_top = build_graph(g.question, docs, g.answers, g.logprobs, embed, no_answer=[0.0, -4.0, 0.0])
+    assert unsure_top.says_none == [True, False, True]
+    assert pick_top_answered(unsure_top) == 1 and pick_top_doc(unsure_top) == 0
+    # without titles, other spans or margins, none of that is claimed
+    bare = build_graph(g.question, [replace(d, title="") for d in docs], g.answers, g.logprobs, embed)
+    assert bare.data.x.shape == g.data.x.shape
+    assert bare.data.edge_index.shape[1] < g.data.edge_index.shape[1]
 
 
 def test_a_question_without_candidates_is_a_graph_of_documents_only() -> None:
@@ -241,11 +309,12 @@ def test_train_gnn_then_eval_aggregate(
     assert main(args) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
-    assert result["graphs"] == 3  # q1, and q2 read step by step
+    assert result["graphs"] == 4  # q1, and q2 read whole and step by step
     assert (out / "model.pt").is_file() and "rc/tiny" in (out / "DATA_CARD.md").read_text()
     caches = list((env.data_dir / "cache" / "readings").glob("*.jsonl"))
     steps = [json.loads(line) for line in caches[0].read_text().splitlines()]
     assert [s["question"] for s in steps][1:] == [
+        "Which tea is fully oxidised and when did Apollo 11 land?",
         "Which tea is fully oxidised?",
         "When did Apollo 11 land? (black tea)",
     ]
@@ -272,3 +341,28 @@ def test_train_gnn_refuses_bad_sets(
     _write_set(tmp_path / "rc" / "tiny")
     assert main(["train", "gnn", "--data", str(tmp_path), "--sets", "rc/tiny:0"]) == 2
     assert "positive number" in capsys.readouterr().err
+
+
+def test_a_missing_support_gnn_checkpoint_is_a_503_that_says_so(
+    settings: Settings, embedder: object, tiny_generator: object, demo_kb_dir: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.services import Services
+    from retrieval.loaders import iter_documents
+
+    broken = settings.model_copy(update={"support_gnn": tmp_path / "no-gnn"})
+    services = Services(broken, embedder=embedder, generator=tiny_generator)  # type: ignore[arg-type]
+    services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
+    try:
+        with TestClient(create_app(services=services)) as client:
+            r = client.post(
+                "/v1/search/answer",
+                json={"kb": "demo", "question": "Who carved the Rosetta Stone?", "mode": "agentic"},
+            )
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "support_model_unavailable"
+            assert "no-gnn" in r.json()["error"]["message"]
+    finally:
+        services.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from agents.gnn_training import Example, train
 from agents.reading import candidate_of
 from agents.support_gnn import GnnConfig, SupportGNN, candidate_logits
 from agents.support_graph import SupportGraph, build_graph
+from api.evaluation.data import read_jsonl
 from api.evaluation.metrics import percentile
 from api.evaluation.readings import READ_DEPTH, ReadingRecord, cache_path, questions_to_read, read_all
 from api.evaluation.runs import ensure_corpus
@@ -45,7 +46,18 @@ def graph_of(record: ReadingRecord, embed: Callable[[Sequence[str]], np.ndarray]
         answer, echo = candidate_of(r.reply.strip(), record.question, open_question=open_question)
         answers.append(None if echo else answer)
     logprobs = [r.logprob for r in record.readings]
-    return build_graph(record.question, record.docs, answers, logprobs, embed)
+    alternatives = [r.alternatives for r in record.readings]
+    no_answer = [r.no_answer for r in record.readings]
+    spans_read = all(n is not None for n in no_answer)
+    return build_graph(
+        record.question,
+        record.docs,
+        answers,
+        logprobs,
+        embed,
+        alternatives,
+        [n or 0.0 for n in no_answer] if spans_read else None,
+    )
 
 
 # --- the aggregators compared ------------------------------------------------------------------
@@ -66,6 +78,17 @@ def pick_top_doc(g: SupportGraph) -> int:
     return min(range(len(g.clusters)), key=lambda i: min(g.clusters[i].members))
 
 
+def pick_top_answered(g: SupportGraph) -> int:
+    """The answer of the best-ranked document whose reader prefers it to "no answer" (the top
+    document's answer as the reader alone would give it); the top document's if none does."""
+    best_rank = {}
+    for i, c in enumerate(g.clusters):
+        answering = [m for m in c.members if not (g.says_none and g.says_none[m])]
+        if answering:
+            best_rank[i] = min(answering)
+    return min(best_rank, key=best_rank.__getitem__) if best_rank else pick_top_doc(g)
+
+
 def pick_gnn(model: SupportGNN) -> Callable[[SupportGraph], int]:
     def pick(g: SupportGraph) -> int:
         logits = candidate_logits(model, g)
@@ -74,9 +97,15 @@ def pick_gnn(model: SupportGNN) -> Callable[[SupportGraph], int]:
     return pick
 
 
+def _titles(corpus: Path) -> dict[str, str]:
+    """Document id -> title (readings cached before documents kept their titles get them here)."""
+    return {str(rec.get("id")): str(rec.get("title") or "") for rec in read_jsonl(corpus)}
+
+
 def _examples(
     services: Services,
     kb: str,
+    corpus: Path,
     questions: Path,
     limit: int | None,
     *,
@@ -91,8 +120,12 @@ def _examples(
     log(f"{kb}: {len(asked)} questions, readings cached in {cache}")
     embed = embed_fn(services)
     parents = {a.id: a.parent or a.id for a in asked}
+    titles = _titles(corpus)
     out: list[Example] = []
     for record in read_all(services, kb, asked, cache, log=log):
+        if any(not d.title for d in record.docs):
+            docs = [d if d.title else replace(d, title=titles.get(d.doc_id, "")) for d in record.docs]
+            record = replace(record, docs=docs)
         t0 = time.perf_counter()
         graph = graph_of(record, embed)
         if build_ms is not None:
@@ -113,13 +146,14 @@ def eval_aggregate(
 ) -> dict[str, Any]:
     ensure_corpus(services, kb, corpus, log)
     build_ms: list[float] = []
-    examples = _examples(services, kb, questions, limit, steps=False, log=log, build_ms=build_ms)
+    examples = _examples(services, kb, corpus, questions, limit, steps=False, log=log, build_ms=build_ms)
     model = support_gnn.load(gnn or support_gnn.default_checkpoint(services.settings.reader))
     pickers = {
         "gnn_acc": pick_gnn(model),
         "vote_acc": pick_vote,
         "max_reader_acc": pick_max_reader,
         "top_doc_acc": pick_top_doc,
+        "top_answered_acc": pick_top_answered,
     }
     right = dict.fromkeys([*pickers, "oracle_acc"], 0)
     ms: list[float] = []
@@ -185,7 +219,8 @@ def train_gnn(
     seed: int,
     log: Log,
 ) -> dict[str, Any]:
-    """Read the sets (decomposed multi-hop questions read step by step), train, write ``out``."""
+    """Read the sets (a decomposed multi-hop question read whole and step by step), train, write
+    ``out``."""
     examples: list[Example] = []
     rows: list[str] = []
     for s in sets:
@@ -193,7 +228,7 @@ def train_gnn(
         if not corpus.is_file() or not questions.is_file():
             raise IngestError(f"{s.folder} needs corpus.jsonl and questions.jsonl")
         ensure_corpus(services, s.kb, corpus, log)
-        got = _examples(services, s.kb, questions, s.limit, steps=True, log=log)
+        got = _examples(services, s.kb, corpus, questions, s.limit, steps=True, log=log)
         positives = sum(int(e.labels.max() > 0) for e in got if e.graph.clusters)
         rows.append(
             f"| {s.folder.parent.name}/{s.folder.name} | {s.limit or 'all'} | {len(got)} | "
@@ -232,10 +267,10 @@ def _card(services: Services, rows: list[str], report: Any, epochs: int, seed: i
             "",
             f"Trained {dt.date.today().isoformat()} by `ragnet train gnn` ({epochs} epochs, seed {seed}, "
             f"{seconds:.0f} s on CPU). Graphs: the real retrieval (top {READ_DEPTH} chunks, hybrid) and the "
-            f"real reader ({reader}) over these "
-            "public sets; a multi-hop question with a decomposition is read step by step (each step's "
-            "'#n' replaced by the gold answer of step n). A candidate is labelled right when it matches "
-            "a gold answer (same key after normalisation, or token F1 >= 0.6).",
+            f"real reader ({reader}) over these public sets; a multi-hop question with a "
+            "decomposition is read whole and step by step (each step's '#n' replaced by the gold "
+            "answer of step n). A candidate is labelled right when it matches a gold "
+            "answer (same key after normalisation, or token F1 >= 0.6).",
             "",
             "| set | questions | graphs | candidates | graphs with a right candidate |",
             "|---|---|---|---|---|",

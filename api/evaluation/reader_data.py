@@ -63,7 +63,7 @@ def span_examples(
     rng = random.Random(seed)
     all_ids = sorted(corpus)
     out: list[SpanExample] = []
-    for asked in questions_to_read(folder / "questions.jsonl", limit, steps=True):
+    for asked in questions_to_read(folder / "questions.jsonl", limit, steps=True, whole=False):
         gold = [d for d in supporting.get(asked.parent or asked.id, []) if d in corpus]
         if not gold or any(corpus[d]["title"] in hold_out_titles for d in gold):
             continue

@@ -58,9 +58,12 @@ def _step_question(text: str, earlier: list[str]) -> str:
     return text.strip()
 
 
-def questions_to_read(path: Path, limit: int | None = None, *, steps: bool = False) -> list[Asked]:
+def questions_to_read(
+    path: Path, limit: int | None = None, *, steps: bool = False, whole: bool = True
+) -> list[Asked]:
     """The questions of a questions.jsonl; with ``steps``, a multi-hop question that has a
-    decomposition gives its single-hop steps instead (each with its own gold answer)."""
+    decomposition also gives its single-hop steps (each with its own gold answer), and itself only
+    with ``whole``."""
     out: list[Asked] = []
     for n, rec in enumerate(read_jsonl(path)):
         if limit is not None and n >= limit:
@@ -70,6 +73,9 @@ def questions_to_read(path: Path, limit: int | None = None, *, steps: bool = Fal
         if not isinstance(question, str) or not isinstance(answers, list):
             raise IngestError(f'{path}: every line needs a "question" string and an "answers" list')
         decomposition = rec.get("decomposition")
+        multi_hop = isinstance(decomposition, list) and bool(decomposition)
+        if whole or not (steps and multi_hop):
+            out.append(Asked(qid, question, [str(a) for a in answers]))
         if steps and isinstance(decomposition, list) and decomposition:
             earlier: list[str] = []
             for i, step in enumerate(decomposition):
@@ -78,8 +84,6 @@ def questions_to_read(path: Path, limit: int | None = None, *, steps: bool = Fal
                     Asked(f"{qid}/{i + 1}", _step_question(str(step["question"]), earlier), [answer], qid)
                 )
                 earlier.append(answer)
-        else:
-            out.append(Asked(qid, question, [str(a) for a in answers]))
     if not out:
         raise IngestError(f"{path} holds no questions")
     return out
@@ -104,7 +108,15 @@ class ReadingRecord:
             rec["question"],
             rec["answers"],
             [Doc(**d) for d in rec["docs"]],
-            [Reading(**r) for r in rec["readings"]],
+            [
+                Reading(
+                    r["reply"],
+                    r["logprob"],
+                    tuple((a, lp) for a, lp in r.get("alternatives", ())),
+                    r.get("no_answer"),
+                )
+                for r in rec["readings"]
+            ],
         )
 
 
@@ -113,7 +125,9 @@ def cache_path(services: Services, kb: str, questions: Path, depth: int) -> Path
     decomposition steps (ids "q/1", "q/2") share it."""
     span_reader = services.span_reader
     if span_reader is not None:  # the extractive reader: its checkpoint's weights name it
-        key = f"extractive|{span_reader.name}|{span_reader.fingerprint}|{depth}"
+        # v2: readings keep the best span also where "no answer" is likelier, the reader's other
+        # spans and the documents' titles
+        key = f"extractive-v2|{span_reader.name}|{span_reader.fingerprint}|{depth}"
     else:
         generator = services.generator.name  # the model folder's name
         quantize = services.settings.generator_quantize
@@ -172,13 +186,13 @@ def read_all(
 def read_one(services: Services, kb: str, asked: Asked, depth: int) -> ReadingRecord:
     hits = services.retriever.search(kb, asked.question, depth)
     docs = [
-        Doc(h.chunk_id, h.doc_id, h.reader_text, rank, round(h.evidence_score, 5))
+        Doc(h.chunk_id, h.doc_id, h.reader_text, rank, round(h.evidence_score, 5), h.title)
         for rank, h in enumerate(hits)
     ]
     span_reader = services.span_reader
     if span_reader is not None:
         readings = [
-            Reading(e.answer or "unknown", round(e.logprob, 5))
+            Reading(e.span or "unknown", round(e.logprob, 5), e.alternatives, round(e.none_logprob, 5))
             for e in span_reader.read(asked.question, [h.reader_text for h in hits])
         ]
     else:
