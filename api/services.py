@@ -307,7 +307,7 @@ class Services:
             scorer=self.support_scorer,
             span_reader=self.span_reader,
             min_confidence=s.min_confidence,
-            read_k=s.read_k,
+            read_k=s.documents_read,
             max_tokens=s.max_new_tokens,
             temperature=s.temperature,
             repetition_penalty=s.repetition_penalty,

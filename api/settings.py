@@ -222,7 +222,13 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds after which an agentic answer composes from what it has.",
     )
-    read_k: int = Field(default=3, ge=1, le=10, description="Documents read for candidate answers per hop.")
+    read_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="Documents read for candidate answers per hop. Default: 5 with the span reader "
+        "(no LLM call; the support GNN is trained on 5), 3 with the generator (a call per document).",
+    )
     reader: Literal["generator", "extractive"] = Field(
         default="extractive",
         description="Who reads a step's documents for candidate answers: the generator (one batched "
@@ -331,6 +337,11 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'ragnet.db').resolve()}"
+
+    @property
+    def documents_read(self) -> int:
+        """``read_k``, or its default for the reader."""
+        return self.read_k or (5 if self.reader == "extractive" else 3)
 
     def evidence_threshold(self, embedder_name: str) -> float:
         """``score_threshold`` if set, else the threshold measured for the embedder in use."""

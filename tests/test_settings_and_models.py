@@ -41,6 +41,15 @@ def test_evidence_threshold_follows_the_embedder_unless_set() -> None:
         Settings(score_threshold=1.5)
 
 
+def test_documents_read_per_hop_follow_the_reader_unless_set() -> None:
+    # the span reader costs no LLM call per document and the support GNN was trained on 5
+    assert Settings(reader="extractive").documents_read == 5
+    assert Settings(reader="generator").documents_read == 3
+    assert Settings(reader="extractive", read_k=2).documents_read == 2
+    with pytest.raises(ValidationError):
+        Settings(read_k=0)
+
+
 def test_contradictions_and_typos_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="RAGNET_VECTOR_STORE=qdrant"):
         Settings(qdrant_url="http://localhost:6333")
