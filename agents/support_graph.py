@@ -274,6 +274,17 @@ def _names(
     return names, own
 
 
+def first_answering(clusters: Sequence[Cluster], says_none: Sequence[bool]) -> int:
+    """The cluster read from the best-ranked document whose reader prefers its answer to "no
+    answer" (the top document's cluster if none does; -1 without clusters)."""
+
+    def rank(i: int) -> tuple[int, int]:
+        members = clusters[i].members
+        return min((m for m in members if not says_none[m]), default=len(says_none)), min(members)
+
+    return min(range(len(clusters)), key=rank, default=-1)
+
+
 def build_graph(
     question: str,
     docs: Sequence[Doc],
@@ -308,8 +319,8 @@ def build_graph(
         for none, lp in zip(no_answer or [0.0] * n_docs, logprobs, strict=True)
     ]
     # what the simple aggregators would pick, as flags: the GNN starts from what a baseline sees
-    answering = [min((m for m in c.members if margin[m] <= 0), default=n_docs) for c in clusters]
-    first_answered = min(range(n_c), key=lambda i: (answering[i], min(clusters[i].members)), default=-1)
+    says_none = [m > 0 for m in margin]
+    first_answered = first_answering(clusters, says_none)
     most_read = max((len(c.members) for c in clusters), default=0)
     most_likely = max(range(n_c), key=lambda i: max(logprobs[m] for m in clusters[i].members), default=-1)
     first = 1 + n_docs
@@ -375,7 +386,7 @@ def build_graph(
                 asked_share[di],
                 float(named[di]),
                 float(any(own_title[ci] >= NAMES_F1 and di in c.members for ci, c in enumerate(clusters))),
-                float(margin[di] > 0),
+                float(says_none[di]),
                 margin[di],
                 float(in_question[di]),
             ]
@@ -416,7 +427,7 @@ def build_graph(
                 max((sim for _, sim in names[ci]), default=0.0),
                 own_title[ci],
                 float(any(named[m] for m in members)),
-                sum(margin[m] > 0 for m in members) / len(members),
+                sum(says_none[m] for m in members) / len(members),
                 min(margin[m] for m in members),
                 q_length,
                 float(choice),
@@ -456,5 +467,4 @@ def build_graph(
         tuple(sorted({di for di, _ in sup} | {di for di, _ in read}))
         for sup, read in zip(supports, read_support, strict=True)
     ]
-    says_none = [m > 0 for m in margin]
     return SupportGraph(question, docs, list(answers), list(logprobs), clusters, supporting, data, says_none)

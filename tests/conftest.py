@@ -3,8 +3,9 @@ and Services over a temp data folder. No test touches the network (pytest-socket
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,36 @@ def services(
 @pytest.fixture
 def demo_kb_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "demo" / "kb"
+
+
+#: Asks the demo kb an agentic question over HTTP with settings changed: (status code, JSON body).
+AskWith = Callable[..., tuple[int, dict[str, Any]]]
+
+
+@pytest.fixture
+def agentic_answer_with(
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tiny_generator: TransformersGenerator,
+    demo_kb_dir: Path,
+) -> AskWith:
+    """For bad-configuration tests: a fresh app whose settings differ by ``update``."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from retrieval.loaders import iter_documents
+
+    def ask(**update: Any) -> tuple[int, dict[str, Any]]:
+        svc = Services(settings.model_copy(update=update), embedder=embedder, generator=tiny_generator)
+        svc.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
+        try:
+            with TestClient(create_app(services=svc)) as client:
+                r = client.post(
+                    "/v1/search/answer",
+                    json={"kb": "demo", "question": "Who carved the Rosetta Stone?", "mode": "agentic"},
+                )
+                return r.status_code, r.json()
+        finally:
+            svc.close()
+
+    return ask

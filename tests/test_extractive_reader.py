@@ -13,6 +13,7 @@ from agents.errors import ReaderError
 from agents.extractive_reader import CONFIG_NAME, ExtractiveReader, best_span, top_spans
 from agents.reader_training import ReaderTrainConfig, SpanExample, locate, train_reader
 from api.evaluation.reader_data import span_examples, titles_of
+from tests.conftest import AskWith
 from tests.tiny_encoder import build_tiny_encoder
 
 FACTS = [
@@ -232,27 +233,9 @@ def test_the_graph_reads_with_the_span_reader_and_spends_no_model_call(
 
 
 def test_a_missing_reader_checkpoint_is_a_503_that_says_so(
-    settings: object, embedder: object, tiny_generator: object, demo_kb_dir: Path, tmp_path: Path
+    agentic_answer_with: AskWith, tmp_path: Path
 ) -> None:
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from api.services import Services
-    from retrieval.loaders import iter_documents
-
-    broken = settings.model_copy(  # type: ignore[attr-defined]
-        update={"reader": "extractive", "reader_model": tmp_path / "no-reader"}
-    )
-    services = Services(broken, embedder=embedder, generator=tiny_generator)  # type: ignore[arg-type]
-    services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
-    try:
-        with TestClient(create_app(services=services)) as client:
-            r = client.post(
-                "/v1/search/answer",
-                json={"kb": "demo", "question": "Who carved the Rosetta Stone?", "mode": "agentic"},
-            )
-            assert r.status_code == 503, r.text
-            assert r.json()["error"]["code"] == "reader_unavailable"
-            assert "no-reader" in r.json()["error"]["message"]
-    finally:
-        services.close()
+    status, body = agentic_answer_with(reader="extractive", reader_model=tmp_path / "no-reader")
+    assert status == 503, body
+    assert body["error"]["code"] == "reader_unavailable"
+    assert "no-reader" in body["error"]["message"]

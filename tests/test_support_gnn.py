@@ -34,6 +34,7 @@ from api.cli import main
 from api.evaluation.aggregate import pick_top_answered, pick_top_doc
 from api.settings import Settings
 from retrieval.documents import Hit
+from tests.conftest import AskWith
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
@@ -344,25 +345,9 @@ def test_train_gnn_refuses_bad_sets(
 
 
 def test_a_missing_support_gnn_checkpoint_is_a_503_that_says_so(
-    settings: Settings, embedder: object, tiny_generator: object, demo_kb_dir: Path, tmp_path: Path
+    agentic_answer_with: AskWith, tmp_path: Path
 ) -> None:
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from api.services import Services
-    from retrieval.loaders import iter_documents
-
-    broken = settings.model_copy(update={"support_gnn": tmp_path / "no-gnn"})
-    services = Services(broken, embedder=embedder, generator=tiny_generator)  # type: ignore[arg-type]
-    services.ingestor.ingest("demo", iter_documents([demo_kb_dir], max_bytes=10**6))
-    try:
-        with TestClient(create_app(services=services)) as client:
-            r = client.post(
-                "/v1/search/answer",
-                json={"kb": "demo", "question": "Who carved the Rosetta Stone?", "mode": "agentic"},
-            )
-            assert r.status_code == 503, r.text
-            assert r.json()["error"]["code"] == "support_model_unavailable"
-            assert "no-gnn" in r.json()["error"]["message"]
-    finally:
-        services.close()
+    status, body = agentic_answer_with(support_gnn=tmp_path / "no-gnn")
+    assert status == 503, body
+    assert body["error"]["code"] == "support_model_unavailable"
+    assert "no-gnn" in body["error"]["message"]

@@ -22,7 +22,7 @@ from agents.composing import shape
 from agents.gnn_training import Example, train
 from agents.reading import candidate_of
 from agents.support_gnn import GnnConfig, SupportGNN, candidate_logits
-from agents.support_graph import SupportGraph, build_graph
+from agents.support_graph import SupportGraph, build_graph, first_answering
 from api.evaluation.data import read_jsonl
 from api.evaluation.metrics import percentile
 from api.evaluation.readings import READ_DEPTH, ReadingRecord, cache_path, questions_to_read, read_all
@@ -81,12 +81,7 @@ def pick_top_doc(g: SupportGraph) -> int:
 def pick_top_answered(g: SupportGraph) -> int:
     """The answer of the best-ranked document whose reader prefers it to "no answer" (the top
     document's answer as the reader alone would give it); the top document's if none does."""
-    best_rank = {}
-    for i, c in enumerate(g.clusters):
-        answering = [m for m in c.members if not (g.says_none and g.says_none[m])]
-        if answering:
-            best_rank[i] = min(answering)
-    return min(best_rank, key=best_rank.__getitem__) if best_rank else pick_top_doc(g)
+    return first_answering(g.clusters, g.says_none or [False] * len(g.docs))
 
 
 def pick_gnn(model: SupportGNN) -> Callable[[SupportGraph], int]:
