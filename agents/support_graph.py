@@ -285,6 +285,210 @@ def first_answering(clusters: Sequence[Cluster], says_none: Sequence[bool]) -> i
     return min(range(len(clusters)), key=rank, default=-1)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What one question's readings say, computed once; the feature groups and edges read it."""
+
+    question: str
+    docs: list[Doc]
+    answers: list[str | None]
+    logprobs: list[float]
+    clusters: list[Cluster]
+    probs: list[float]  # per document: P(its answer)
+    margin: list[float]  # per document: log P(no answer) - log P(answer), clipped and scaled
+    says_none: list[bool]
+    in_question: list[bool]  # per document: its title is named in the question (a first hop)
+    named: list[bool]  # per document: some candidate names its title
+    asked_share: list[float]  # per document: share of the question's content words it holds
+    doc_tokens: list[set[str]]
+    supports: list[list[tuple[int, float]]]  # per cluster: (document, overlap) of documents holding it
+    read_support: list[list[tuple[int, float]]]  # per cluster: (document, P) of other spans matching it
+    names: list[list[tuple[int, float]]]  # per cluster: (document, similarity) of titles it names
+    own_title: list[float]  # per cluster: how closely it names its own documents' title
+    vectors: np.ndarray  # the question's embedding, then each cluster's
+    cosines: list[float]  # per cluster: cosine to the question
+
+    @property
+    def top(self) -> float:
+        return max((d.relevance for d in self.docs), default=0.0)
+
+
+def _facts(
+    question: str,
+    docs: list[Doc],
+    answers: Sequence[str | None],
+    logprobs: Sequence[float],
+    embed: EmbedFn,
+    alternatives: Sequence[Sequence[tuple[str, float]]] | None,
+    no_answer: Sequence[float] | None,
+) -> _Facts:
+    clusters = cluster([a or "" for a in answers])
+    others = [list(a) for a in alternatives] if alternatives is not None else [[] for _ in docs]
+    names, own_title = _names(clusters, docs)
+    # how much likelier "no answer" is than the document's answer (log odds, clipped); 0 if unknown
+    margin = [
+        max(-NO_ANSWER_CLIP, min(NO_ANSWER_CLIP, none - lp)) / NO_ANSWER_CLIP
+        if no_answer is not None
+        else 0.0
+        for none, lp in zip(no_answer or [0.0] * len(docs), logprobs, strict=True)
+    ]
+    doc_tokens = [set(tokens(d.text)) for d in docs]
+    content = {t for t in tokens(question) if t not in _FUNCTION_WORDS}
+    supports: list[list[tuple[int, float]]] = []
+    for c in clusters:
+        words = tokens(c.answer)
+        overlaps = [(di, coverage(dt, words)) for di, dt in enumerate(doc_tokens) if di not in c.members]
+        supports.append([(di, overlap) for di, overlap in overlaps if overlap >= SUPPORT_OVERLAP])
+    if clusters:
+        vectors = embed([question] + [c.answer for c in clusters])
+        cosines = (vectors[1:] @ vectors[0]).tolist()
+    else:
+        vectors, cosines = np.zeros((0, 1), dtype=np.float32), []
+    return _Facts(
+        question=question,
+        docs=docs,
+        answers=list(answers),
+        logprobs=list(logprobs),
+        clusters=clusters,
+        probs=[math.exp(min(0.0, lp)) for lp in logprobs],
+        margin=margin,
+        says_none=[m > 0 for m in margin],
+        in_question=[
+            bool(_title(d)) and coverage(set(tokens(question)), tokens(_title(d))) >= 0.8 for d in docs
+        ],
+        named=[any(di in dict(n) for n in names) for di in range(len(docs))],
+        asked_share=[len(content & dt) / max(1, len(content)) for dt in doc_tokens],
+        doc_tokens=doc_tokens,
+        supports=supports,
+        read_support=_read_support(clusters, others),
+        names=names,
+        own_title=own_title,
+        vectors=vectors,
+        cosines=cosines,
+    )
+
+
+def _question_length(question: str) -> float:
+    return math.log1p(len(tokens(question))) / 4
+
+
+def _question_features(f: _Facts) -> list[float]:
+    n_docs = len(f.docs)
+    answered = sum(a is not None for a in f.answers)
+    return [
+        answered / max(1, n_docs),
+        len(f.clusters) / max(1, n_docs),
+        f.top,
+        _question_length(f.question),
+        sum(f.in_question) / max(1, n_docs),
+    ]
+
+
+def _document_features(f: _Facts, di: int) -> list[float]:
+    d = f.docs[di]
+    n_supported = sum(any(s[0] == di for s in sup) for sup in f.supports)
+    return [
+        d.relevance,
+        d.relevance - f.top,
+        1.0 / (d.rank + 1),
+        float(f.answers[di] is not None),
+        f.probs[di] if f.answers[di] is not None else 0.0,
+        n_supported / max(1, len(f.clusters)),
+        f.asked_share[di],
+        float(f.named[di]),
+        float(any(f.own_title[ci] >= NAMES_F1 and di in c.members for ci, c in enumerate(f.clusters))),
+        float(f.says_none[di]),
+        f.margin[di],
+        float(f.in_question[di]),
+    ]
+
+
+def _candidate_features(f: _Facts, ci: int, picks: tuple[int, int, int]) -> list[float]:
+    """``picks``: the clusters the first answering document, the vote and the most confident
+    reading would choose (-1 / the largest cluster size / -1 where there is none)."""
+    first_answered, most_read, most_likely = picks
+    c = f.clusters[ci]
+    members = list(c.members)
+    n_docs = len(f.docs)
+    words = tokens(c.answer)
+    sims = [similarity(c.answer, o.answer) for o in f.clusters if o is not c]
+    best_coverage = max(f.asked_share, default=0.0)
+    asked, wants = set(tokens(f.question)), asks(f.question)
+    return [
+        max(f.probs[m] for m in members),
+        sum(f.logprobs[m] for m in members) / len(members),
+        float(len(members)),
+        len(members) / max(1, n_docs),
+        len(f.supports[ci]) / max(1, n_docs),
+        1.0 / (min(f.docs[m].rank for m in members) + 1),
+        max(f.docs[m].relevance for m in members),
+        sum(f.docs[m].relevance for m in members),
+        f.cosines[ci],
+        sum(w in asked for w in words) / max(1, len(words)),
+        math.log1p(len(words)),
+        float(_numeric(c.answer)),
+        float(any(coverage(f.doc_tokens[m], words) >= 0.99 for m in members)),
+        max(sims, default=0.0),
+        sum(w[:1].isupper() for w in c.answer.split()) / max(1, len(c.answer.split())),
+        float(bool(re.search(r"\b(1\d{3}|20\d{2})\b", c.answer))),
+        *(float(kind == wants) for kind in ("who", "when", "where", "number", "what", "yes_no")),
+        max(f.asked_share[m] for m in members),
+        max(f.asked_share[m] for m in members) - best_coverage,
+        sum(p for _, p in f.read_support[ci]),
+        len(f.read_support[ci]) / max(1, n_docs),
+        max((sim for _, sim in f.names[ci]), default=0.0),
+        f.own_title[ci],
+        float(any(f.named[m] for m in members)),
+        sum(f.says_none[m] for m in members) / len(members),
+        min(f.margin[m] for m in members),
+        _question_length(f.question),
+        float(bool(_CHOICE.search(f.question))),
+        float(any(f.in_question[m] for m in members)),
+        float(ci == first_answered),
+        float(len(members) == most_read),
+        float(ci == most_likely),
+    ]
+
+
+def _edges(f: _Facts) -> tuple[list[int], list[int], list[list[float]]]:
+    """(sources, targets, attributes): every relation and its reverse (``similar`` both ways)."""
+    src: list[int] = []
+    dst: list[int] = []
+    attrs: list[list[float]] = []
+    first = 1 + len(f.docs)
+
+    def edge(a: int, b: int, relation: str, weight: float, cosine: float = 0.0) -> None:
+        onehot = [0.0] * len(RELATIONS)
+        onehot[RELATIONS.index(relation)] = 1.0
+        src.append(a)
+        dst.append(b)
+        attrs.append([*onehot, weight, cosine])
+
+    for di, d in enumerate(f.docs):
+        edge(0, 1 + di, "retrieved", d.relevance)
+        edge(1 + di, 0, "retrieved_rev", d.relevance)
+    for ci, c in enumerate(f.clusters):
+        node = first + ci
+        for m in c.members:
+            edge(1 + m, node, "extracted", f.probs[m], f.cosines[ci])
+            edge(node, 1 + m, "extracted_rev", f.probs[m], f.cosines[ci])
+        for di, overlap in f.supports[ci]:
+            edge(1 + di, node, "supports", overlap)
+            edge(node, 1 + di, "supports_rev", overlap)
+        for di, prob in f.read_support[ci]:
+            edge(1 + di, node, "read_support", prob)
+            edge(node, 1 + di, "read_support_rev", prob)
+        for di, sim in f.names[ci]:
+            edge(node, 1 + di, "names", sim)
+            edge(1 + di, node, "names_rev", sim)
+        for cj, other in enumerate(f.clusters):
+            if cj != ci:
+                sim = similarity(c.answer, other.answer)
+                if sim > 0:
+                    edge(node, first + cj, "similar", sim, float(f.vectors[1 + ci] @ f.vectors[1 + cj]))
+    return src, dst, attrs
+
+
 def build_graph(
     question: str,
     docs: Sequence[Doc],
@@ -297,174 +501,38 @@ def build_graph(
     """The support graph for ``question``: ``answers[i]`` is what the reader read in ``docs[i]``
     (log P ``logprobs[i]``); the span reader also gives ``alternatives[i]``, its other spans there
     (answer, log P), and ``no_answer[i]``, its log P("no answer")."""
-    docs = list(docs)
-    n_docs = len(docs)
-    clusters = cluster([a or "" for a in answers])
-    n_c = len(clusters)
-    others = [list(a) for a in alternatives] if alternatives is not None else [[] for _ in docs]
-    read_support = _read_support(clusters, others)
-    names, own_title = _names(clusters, docs)
-    named = [any(di in dict(n) for n in names) for di in range(n_docs)]
-    # the documents about what the question names (a multi-hop question's first hop)
-    in_question = [
-        bool(_title(d)) and coverage(set(tokens(question)), tokens(_title(d))) >= 0.8 for d in docs
-    ]
-    q_length = math.log1p(len(tokens(question))) / 4
-    choice = bool(_CHOICE.search(question))
-    # how much likelier "no answer" is than the document's answer (log odds, clipped); 0 if unknown
-    margin = [
-        max(-NO_ANSWER_CLIP, min(NO_ANSWER_CLIP, none - lp)) / NO_ANSWER_CLIP
-        if no_answer is not None
-        else 0.0
-        for none, lp in zip(no_answer or [0.0] * n_docs, logprobs, strict=True)
-    ]
-    # what the simple aggregators would pick, as flags: the GNN starts from what a baseline sees
-    says_none = [m > 0 for m in margin]
-    first_answered = first_answering(clusters, says_none)
-    most_read = max((len(c.members) for c in clusters), default=0)
-    most_likely = max(range(n_c), key=lambda i: max(logprobs[m] for m in clusters[i].members), default=-1)
+    f = _facts(question, list(docs), answers, logprobs, embed, alternatives, no_answer)
+    n_docs, clusters = len(f.docs), f.clusters
     first = 1 + n_docs
-    x = torch.zeros(first + n_c, NODE_DIM)
+    # what the simple aggregators would pick, as flags: the GNN starts from what a baseline sees
+    picks = (
+        first_answering(clusters, f.says_none),
+        max((len(c.members) for c in clusters), default=0),
+        max(range(len(clusters)), key=lambda i: max(f.logprobs[m] for m in clusters[i].members), default=-1),
+    )
+    x = torch.zeros(first + len(clusters), NODE_DIM)
     q_off = len(NODE_TYPES)
     d_off = q_off + len(QUESTION_FEATURES)
     c_off = d_off + len(DOC_FEATURES)
-    probs = [math.exp(min(0.0, lp)) for lp in logprobs]
-    doc_tokens = [set(tokens(d.text)) for d in docs]
-    asked = set(tokens(question))
-    top = max((d.relevance for d in docs), default=0.0)
-    wants = asks(question)
-    content = {t for t in tokens(question) if t not in _FUNCTION_WORDS}
-    asked_share = [len(content & dt) / max(1, len(content)) for dt in doc_tokens]
-    best_coverage = max(asked_share, default=0.0)
-
-    if n_c:
-        vectors = embed([question] + [c.answer for c in clusters])
-        cosines = (vectors[1:] @ vectors[0]).tolist()
-    else:
-        vectors, cosines = np.zeros((0, 1), dtype=np.float32), []
-
-    src: list[int] = []
-    dst: list[int] = []
-    attrs: list[list[float]] = []
-
-    def edge(a: int, b: int, relation: str, weight: float, cosine: float = 0.0) -> None:
-        onehot = [0.0] * len(RELATIONS)
-        onehot[RELATIONS.index(relation)] = 1.0
-        src.append(a)
-        dst.append(b)
-        attrs.append([*onehot, weight, cosine])
-
-    supports: list[list[tuple[int, float]]] = [[] for _ in clusters]  # (doc, overlap)
-    for ci, c in enumerate(clusters):
-        words = tokens(c.answer)
-        for di in range(n_docs):
-            if di in c.members:
-                continue
-            overlap = coverage(doc_tokens[di], words)
-            if overlap >= SUPPORT_OVERLAP:
-                supports[ci].append((di, overlap))
-
-    # question node
     x[0, 0] = 1.0
-    answered = sum(a is not None for a in answers)
-    x[0, q_off : q_off + len(QUESTION_FEATURES)] = torch.tensor(
-        [answered / max(1, n_docs), n_c / max(1, n_docs), top, q_length, sum(in_question) / max(1, n_docs)]
-    )
-    # document nodes
-    for di, d in enumerate(docs):
-        node = 1 + di
-        x[node, 1] = 1.0
-        n_supported = sum(any(s[0] == di for s in sup) for sup in supports)
-        x[node, d_off : d_off + len(DOC_FEATURES)] = torch.tensor(
-            [
-                d.relevance,
-                d.relevance - top,
-                1.0 / (d.rank + 1),
-                float(answers[di] is not None),
-                probs[di] if answers[di] is not None else 0.0,
-                n_supported / max(1, n_c),
-                asked_share[di],
-                float(named[di]),
-                float(any(own_title[ci] >= NAMES_F1 and di in c.members for ci, c in enumerate(clusters))),
-                float(says_none[di]),
-                margin[di],
-                float(in_question[di]),
-            ]
-        )
-        edge(0, node, "retrieved", d.relevance)
-        edge(node, 0, "retrieved_rev", d.relevance)
-    # candidate nodes
-    for ci, c in enumerate(clusters):
-        node = first + ci
-        x[node, 2] = 1.0
-        members = list(c.members)
-        member_probs = [probs[m] for m in members]
-        words = tokens(c.answer)
-        sims = [similarity(c.answer, o.answer) for o in clusters if o is not c]
-        x[node, c_off : c_off + len(CAND_FEATURES)] = torch.tensor(
-            [
-                max(member_probs),
-                sum(logprobs[m] for m in members) / len(members),
-                float(len(members)),
-                len(members) / max(1, n_docs),
-                len(supports[ci]) / max(1, n_docs),
-                1.0 / (min(docs[m].rank for m in members) + 1),
-                max(docs[m].relevance for m in members),
-                sum(docs[m].relevance for m in members),
-                cosines[ci],
-                sum(w in asked for w in words) / max(1, len(words)),
-                math.log1p(len(words)),
-                float(_numeric(c.answer)),
-                float(any(coverage(doc_tokens[m], words) >= 0.99 for m in members)),
-                max(sims, default=0.0),
-                sum(w[:1].isupper() for w in c.answer.split()) / max(1, len(c.answer.split())),
-                float(bool(re.search(r"\b(1\d{3}|20\d{2})\b", c.answer))),
-                *(float(kind == wants) for kind in ("who", "when", "where", "number", "what", "yes_no")),
-                max(asked_share[m] for m in members),
-                max(asked_share[m] for m in members) - best_coverage,
-                sum(p for _, p in read_support[ci]),
-                len(read_support[ci]) / max(1, n_docs),
-                max((sim for _, sim in names[ci]), default=0.0),
-                own_title[ci],
-                float(any(named[m] for m in members)),
-                sum(says_none[m] for m in members) / len(members),
-                min(margin[m] for m in members),
-                q_length,
-                float(choice),
-                float(any(in_question[m] for m in members)),
-                float(ci == first_answered),
-                float(len(members) == most_read),
-                float(ci == most_likely),
-            ]
-        )
-        for m in members:
-            edge(1 + m, node, "extracted", probs[m], cosines[ci])
-            edge(node, 1 + m, "extracted_rev", probs[m], cosines[ci])
-        for di, overlap in supports[ci]:
-            edge(1 + di, node, "supports", overlap)
-            edge(node, 1 + di, "supports_rev", overlap)
-        for di, prob in read_support[ci]:
-            edge(1 + di, node, "read_support", prob)
-            edge(node, 1 + di, "read_support_rev", prob)
-        for di, sim in names[ci]:
-            edge(node, 1 + di, "names", sim)
-            edge(1 + di, node, "names_rev", sim)
-        for cj, other in enumerate(clusters):
-            if cj != ci:
-                sim = similarity(c.answer, other.answer)
-                if sim > 0:
-                    edge(node, first + cj, "similar", sim, float(vectors[1 + ci] @ vectors[1 + cj]))
-
+    x[0, q_off:d_off] = torch.tensor(_question_features(f))
+    for di in range(n_docs):
+        x[1 + di, 1] = 1.0
+        x[1 + di, d_off:c_off] = torch.tensor(_document_features(f, di))
+    for ci in range(len(clusters)):
+        x[first + ci, 2] = 1.0
+        x[first + ci, c_off:] = torch.tensor(_candidate_features(f, ci, picks))
+    src, dst, attrs = _edges(f)
     data = Data(
         x=x,
         edge_index=torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
         edge_attr=torch.tensor(attrs, dtype=torch.float).reshape(-1, EDGE_DIM),
     )
-    data.candidate_mask = torch.zeros(first + n_c, dtype=torch.bool)
+    data.candidate_mask = torch.zeros(first + len(clusters), dtype=torch.bool)
     data.candidate_mask[first:] = True
     # the documents that back a cluster: they contain it, or their reader found it there too
     supporting = [
         tuple(sorted({di for di, _ in sup} | {di for di, _ in read}))
-        for sup, read in zip(supports, read_support, strict=True)
+        for sup, read in zip(f.supports, f.read_support, strict=True)
     ]
-    return SupportGraph(question, docs, list(answers), list(logprobs), clusters, supporting, data, says_none)
+    return SupportGraph(question, f.docs, f.answers, f.logprobs, clusters, supporting, data, f.says_none)

@@ -393,13 +393,16 @@ GNN_SETS_EXTRACTIVE = "rc/cmrc2018_trial,multihop/musique_train100"
 
 def _training_sets(data: Path, spec: str) -> list[Any]:
     from api.evaluation.aggregate import TrainingSet
+    from api.evaluation.data import set_folder
+    from retrieval.errors import IngestError
 
     sets = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, limit = item.partition(":")
-        folder = Path(name) if Path(name).is_absolute() else data / name
-        if not (folder / "questions.jsonl").is_file() or not (folder / "corpus.jsonl").is_file():
-            raise argparse.ArgumentTypeError(f"{folder} holds no corpus.jsonl and questions.jsonl")
+        try:
+            folder = set_folder(data, name)
+        except IngestError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
         if limit and (not limit.isdigit() or int(limit) < 1):
             raise argparse.ArgumentTypeError(f"{item}: the limit after ':' must be a positive number")
         sets.append(TrainingSet(folder, int(limit) if limit else None))

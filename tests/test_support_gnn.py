@@ -31,7 +31,7 @@ from agents.support_graph import (
     build_graph,
 )
 from api.cli import main
-from api.evaluation.aggregate import pick_top_answered, pick_top_doc
+from api.evaluation.aggregate import gap_closed, pick_top_answered, pick_top_doc
 from api.settings import Settings
 from retrieval.documents import Hit
 from tests.conftest import AskWith
@@ -327,11 +327,25 @@ def test_train_gnn_then_eval_aggregate(
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert {"n", "gnn_acc", "vote_acc", "max_reader_acc", "top_doc_acc", "oracle_acc"} <= set(result)
     assert result["n"] == 2 and result["answered"] <= 2
+    assert result["best_baseline"] in {"vote", "max_reader", "top_doc", "top_answered"}
     # a second run reads nothing again (the readings are cached), and a line a crash cut short is skipped
     cache = caches[0]
     cache.write_text(cache.read_text() + '{"id": "q9", "question": "cut sh')
     assert main([*base, "--limit", "1"]) == 0
     assert "1/1 questions already read" in capsys.readouterr().err
+
+
+def test_gap_closed_is_measured_against_the_strongest_baseline() -> None:
+    acc = {
+        "vote_acc": 0.6,
+        "max_reader_acc": 0.7,
+        "top_doc_acc": 0.65,
+        "top_answered_acc": 0.72,
+        "oracle_acc": 0.8,
+    }
+    assert gap_closed({**acc, "gnn_acc": 0.76}) == {"best_baseline": "top_answered", "gap_closed": 0.5}
+    assert gap_closed({**acc, "gnn_acc": 0.7})["gap_closed"] == -0.25
+    assert gap_closed({**acc, "oracle_acc": 0.72, "gnn_acc": 0.72})["gap_closed"] is None
 
 
 def test_train_gnn_refuses_bad_sets(

@@ -167,6 +167,7 @@ def eval_aggregate(
         correct.append(float(e.labels[best]))
     n = len(examples)
     result: dict[str, Any] = {"n": n, **{k: round(v / max(1, n), 4) for k, v in right.items()}}
+    result.update(gap_closed(result))
     result["answered"] = sum(1 for e in examples if e.graph.clusters)
     result["gnn_ms_p50"] = round(percentile(ms, 50), 2)
     result["gnn_ms_p95"] = round(percentile(ms, 95), 2)
@@ -176,6 +177,19 @@ def eval_aggregate(
     mean_right = float(np.mean(correct)) if correct else 0.0
     log(f"  mean confidence {mean_conf:.3f} vs accuracy of the GNN's pick {mean_right:.3f}")
     return result
+
+
+BASELINES = ("vote_acc", "max_reader_acc", "top_doc_acc", "top_answered_acc")
+
+
+def gap_closed(accuracy: dict[str, Any]) -> dict[str, Any]:
+    """The issue's yardstick: the best baseline, and the share of the gap between it and the oracle
+    that the GNN closes (1 = the oracle's accuracy, 0 = the baseline's, < 0 = worse than it;
+    None where the baseline already equals the oracle)."""
+    best = max(BASELINES, key=lambda k: accuracy[k])
+    gap = accuracy["oracle_acc"] - accuracy[best]
+    closed = round((accuracy["gnn_acc"] - accuracy[best]) / gap, 3) if gap > 0 else None
+    return {"best_baseline": best.removesuffix("_acc"), "gap_closed": closed}
 
 
 def _ece(confidence: list[float], correct: list[float], bins: int = 10) -> float:

@@ -19,6 +19,15 @@ class Question:
     lang: str
 
 
+def set_folder(data: Path, name: str) -> Path:
+    """A public set's folder (``rc/xquad_en`` under ``data``, or an absolute path); it must hold
+    corpus.jsonl and questions.jsonl."""
+    folder = Path(name) if Path(name).is_absolute() else data / name
+    if not (folder / "questions.jsonl").is_file() or not (folder / "corpus.jsonl").is_file():
+        raise IngestError(f"{folder} holds no corpus.jsonl and questions.jsonl")
+    return folder
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
     if not path.is_file():
         raise IngestError(f"{path} is not a file")

@@ -20,7 +20,7 @@ from agents.generation.base import GenerationRequest
 from agents.reader_training import ReaderTrainConfig, train_reader
 from agents.reading import read_messages, reader_answer
 from api.evaluation import metrics
-from api.evaluation.data import read_jsonl
+from api.evaluation.data import read_jsonl, set_folder
 from api.evaluation.reader_data import id_list, load_corpus, span_examples, titles_of
 from api.evaluation.readings import READ_TOKENS
 from api.services import Services, e5_encoder_dir
@@ -135,13 +135,13 @@ def train_reader_command(
     held: set[str] = set()
     for item in filter(None, (p.strip() for p in hold_out.split(","))):
         name, _, count = item.partition(":")
-        held |= titles_of(_folder(data, name), int(count) if count.isdigit() else 100)
+        held |= titles_of(set_folder(data, name), int(count) if count.isdigit() else 100)
     examples = []
     counts: dict[str, int] = {}
     for item in filter(None, (p.strip() for p in sets.split(","))):
         name, _, count = item.partition(":")
         found = span_examples(
-            _folder(data, name), limit=int(count) if count.isdigit() else None, hold_out_titles=held
+            set_folder(data, name), limit=int(count) if count.isdigit() else None, hold_out_titles=held
         )
         counts[name] = sum(1 for e in found if e.answer_start >= 0)
         examples.extend(found)
@@ -167,13 +167,6 @@ def train_reader_command(
         "seconds": round(report.seconds, 1),
         "losses": report.losses,
     }
-
-
-def _folder(data: Path, name: str) -> Path:
-    folder = Path(name) if Path(name).is_absolute() else data / name
-    if not (folder / "questions.jsonl").is_file() or not (folder / "corpus.jsonl").is_file():
-        raise IngestError(f"{folder} holds no corpus.jsonl and questions.jsonl")
-    return folder
 
 
 def _data_card(counts: dict[str, int], hold_out: str, config: ReaderTrainConfig) -> str:
