@@ -296,7 +296,6 @@ class _Facts:
     clusters: list[Cluster]
     probs: list[float]  # per document: P(its answer)
     margin: list[float]  # per document: log P(no answer) - log P(answer), clipped and scaled
-    says_none: list[bool]
     in_question: list[bool]  # per document: its title is named in the question (a first hop)
     named: list[bool]  # per document: some candidate names its title
     asked_share: list[float]  # per document: share of the question's content words it holds
@@ -307,6 +306,11 @@ class _Facts:
     own_title: list[float]  # per cluster: how closely it names its own documents' title
     vectors: np.ndarray  # the question's embedding, then each cluster's
     cosines: list[float]  # per cluster: cosine to the question
+
+    @property
+    def says_none(self) -> list[bool]:
+        """Per document: the reader finds "no answer" likelier than its answer."""
+        return [m > 0 for m in self.margin]
 
     @property
     def top(self) -> float:
@@ -352,7 +356,6 @@ def _facts(
         clusters=clusters,
         probs=[math.exp(min(0.0, lp)) for lp in logprobs],
         margin=margin,
-        says_none=[m > 0 for m in margin],
         in_question=[
             bool(_title(d)) and coverage(set(tokens(question)), tokens(_title(d))) >= 0.8 for d in docs
         ],

@@ -356,6 +356,13 @@ def test_train_gnn_refuses_bad_sets(
     _write_set(tmp_path / "rc" / "tiny")
     assert main(["train", "gnn", "--data", str(tmp_path), "--sets", "rc/tiny:0"]) == 2
     assert "positive number" in capsys.readouterr().err
+    # train reader checks its sets the same way, before any model is loaded
+    assert (
+        main(["train", "reader", "--data", str(tmp_path), "--sets", "rc/none", "--out", str(tmp_path / "r")])
+        != 0
+    )
+    assert "holds no corpus.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_missing_support_gnn_checkpoint_is_a_503_that_says_so(
