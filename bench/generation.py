@@ -1,7 +1,8 @@
 """Generation throughput: prefill and decode tokens/s per backend, batch 1 and 8, with and without
 a LoRA adapter.
 
-Backends: ``fp32`` and ``int8`` (in-process transformers, the prepared default generator) and
+Backends: ``fp32``, ``bf16``, ``int8`` (dynamic), ``int8-weights`` and ``int4-weights`` (in-process
+transformers, the prepared default generator, RAGNET_GENERATOR_QUANTIZE's values) and
 ``openai`` (an OpenAI-compatible server such as ``vllm serve`` with ``--enable-lora``; pass its URL).
 Every number comes from the backend's own ``Generator`` (what ragnet serves with):
 
@@ -102,7 +103,7 @@ def build(backend: str, settings: Settings, adapters: list[AdapterSpec], url: st
     from agents.model_prep import generator_dir
 
     path = settings.generator_path or generator_dir(settings.models_dir)
-    quantize = "int8" if backend == "int8" else "none"
+    quantize = "none" if backend == "fp32" else backend  # int8, bf16, int8-weights, int4-weights
     return TransformersGenerator(path, quantize=quantize, adapters=adapters)  # type: ignore[arg-type]
 
 

@@ -67,7 +67,7 @@ def two_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     ]
 
 
-@pytest.mark.parametrize("quantize", ["none", "int8", "bf16"])
+@pytest.mark.parametrize("quantize", ["none", "int8", "bf16", "int8-weights", "int4-weights"])
 def test_adapters_per_request_base_off_and_weighted_mix(
     tiny_model_dir: Path, two_adapters: list[AdapterSpec], quantize: str
 ) -> None:

@@ -6,6 +6,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
+#: How the in-process generator holds its weights: fp32 ("none"); bf16 weights and activations;
+#: dynamic int8 (weights and activations); int8 or int4 weights with bf16 activations for decode
+#: steps (agents/generation/weight_only.py).
+Quantize = Literal["none", "int8", "bf16", "int8-weights", "int4-weights"]
+
 
 class ChatMessage(TypedDict):
     role: Literal["system", "user", "assistant"]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from agents.adapters import AdapterSpec, check_adapter
 from agents.errors import GenerationError, InvalidPrompt, ModelNotPrepared, UnknownAdapter
-from agents.generation.base import Generation, GenerationRequest
+from agents.generation.base import Generation, GenerationRequest, Quantize
 
 
 def configure_torch(threads: int | None) -> None:
@@ -35,7 +35,7 @@ class TransformersGenerator:
         self,
         path: Path,
         *,
-        quantize: Literal["none", "int8", "bf16"] = "none",
+        quantize: Quantize = "none",
         adapters: Sequence[AdapterSpec] = (),
         max_prompt_tokens: int | None = None,
     ) -> None:
@@ -65,6 +65,10 @@ class TransformersGenerator:
             model.eval()
         if quantize == "int8":
             model = _quantize_int8(model)
+        elif quantize in ("int8-weights", "int4-weights"):
+            from agents.generation.weight_only import quantize_weights
+
+            model = quantize_weights(model, 8 if quantize == "int8-weights" else 4)
         self._model: Any = model
         self._layers: list[Any] | None = None
         self._lock = threading.Lock()
