@@ -201,6 +201,7 @@ def test_cli_trains_and_measures_an_adapter(
     assert {"base_acc", "adapter_acc", "routed_acc"} <= report.keys()
     assert report["base_prompt_tokens"] > report["adapter_prompt_tokens"]  # the base model gets the labels
     assert report["router"].startswith("off")
+    assert report["quantize"] == "int8-weights"  # the generator as served (the default here)
 
 
 def test_cli_refuses_bad_input(env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

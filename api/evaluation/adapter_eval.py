@@ -216,7 +216,8 @@ def eval_adapter(
     labels = sorted({e.label for e in read_examples(data) if e.label})
     from agents.generation.transformers_backend import TransformersGenerator
 
-    gen = TransformersGenerator(base, adapters=[spec])
+    # the generator as served (RAGNET_GENERATOR_QUANTIZE), so the numbers are what users get
+    gen = TransformersGenerator(base, quantize=settings.generator_quantize, adapters=[spec])
     base_prompts = [_intent_label_prompt(e, labels) if e.label else e.prompt() for e in domain]
     log(f"domain: {len(domain)} held-out examples, base model then adapter")
     base_gens = _generate(gen, base_prompts, None)
@@ -238,6 +239,7 @@ def eval_adapter(
         "base_prompt_tokens": _mean([g.prompt_tokens for g in base_gens], 1),
         "adapter_prompt_tokens": _mean([g.prompt_tokens for g in adapter_gens], 1),
         "router": router_how,
+        "quantize": settings.generator_quantize,
     }
     if general is not None:
         questions = read_examples(general, holdout=_holdout_for(general, meta, holdout, log), side="held")
