@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     generator_quantize: Quantize = Field(
         default="int8-weights",
         description="'int8-weights' (default): an int8 copy of each weight for decode steps (bf16 "
-        "activations; prompts run the fp32 weights): ~2.8x faster decode than fp32 with the same "
+        "activations; prompts run the fp32 weights): ~3x faster decode than fp32 with the same "
         "answers (README). "
         "'int4-weights': int4 in groups of 32, faster still, a little less exact. 'bf16': bfloat16 "
         "weights and activations (fast prefill on CPUs with AMX / AVX512-BF16 only). 'int8': dynamic "
