@@ -10,6 +10,7 @@ vectors, so a knowledge base must be embedded and queried with the same setting.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -55,9 +56,13 @@ class SentenceTransformerEmbedder:
         if quantize == "int8":
             import torch
 
-            torch.ao.quantization.quantize_dynamic(
-                self._model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-            )
+            with warnings.catch_warnings():
+                # torch marks eager dynamic quantisation deprecated; it is still the fastest CPU
+                # path for the embedder here (README, Start-up and ingestion), so the log stays quiet.
+                warnings.simplefilter("ignore")
+                torch.ao.quantization.quantize_dynamic(
+                    self._model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                )
         self.quantize = quantize
         self._prompts: dict[str, str] = dict(getattr(self._model, "prompts", None) or {})
         self._batch_size = batch_size
