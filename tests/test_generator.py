@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.adapters import AdapterSpec
 from agents.errors import AdapterMismatch, InvalidPrompt, ModelNotPrepared, UnknownAdapter
@@ -102,6 +103,21 @@ def test_adapter_for_another_base_model_is_refused(tiny_model_dir: Path, tmp_pat
         TransformersGenerator(tiny_model_dir, adapters=[AdapterSpec("foreign", foreign)])
     with pytest.raises(AdapterMismatch, match="not a PEFT adapter folder"):
         TransformersGenerator(tiny_model_dir, adapters=[AdapterSpec("empty", tmp_path)])
+
+
+def test_weight_only_generator_swaps_the_base_layers_not_the_lora_factors(
+    tiny_model_dir: Path, two_adapters: list[AdapterSpec]
+) -> None:
+    from peft.tuners.lora.layer import LoraLayer
+
+    from agents.generation.weight_only import WeightOnlyLinear
+
+    gen = TransformersGenerator(tiny_model_dir, quantize="int8-weights", adapters=two_adapters)
+    modules = list(gen._model.modules())
+    lora = [m for m in modules if isinstance(m, LoraLayer)]
+    assert lora and all(isinstance(m.base_layer, WeightOnlyLinear) for m in lora)
+    assert all(type(f) is torch.nn.Linear for m in lora for f in m.lora_A.values())
+    assert sum(isinstance(m, WeightOnlyLinear) for m in modules) > len(lora)  # MLPs and lm_head too
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:

@@ -45,7 +45,6 @@ class WeightOnlyLinear(torch.nn.Module):
                 f"{linear.out_features} Linear layer"
             )
         weight = linear.weight.detach().float()
-        self.out_features, self.in_features = weight.shape
         self.bits = bits
         self.fp32 = linear  # prompts; also what PEFT and .weight readers see
         if bits == 8:
@@ -57,6 +56,14 @@ class WeightOnlyLinear(torch.nn.Module):
             packed, scale_zero = _pack_int4(weight)
             self.register_buffer("packed", packed, persistent=False)
             self.register_buffer("scale_zero", scale_zero, persistent=False)
+
+    @property
+    def in_features(self) -> int:
+        return self.fp32.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.fp32.out_features
 
     @property
     def weight(self) -> torch.Tensor:
