@@ -148,6 +148,11 @@ class ScoredCandidate:
 OtherSpans = Mapping[str, Sequence[tuple[str, float]]]
 
 
+#: The span reader's linked reads (agents/linked_reading.py): (chunk id read first, chunk id it
+#: names, best span, log P(span), log P(no answer)).
+LinkedSpans = Sequence[tuple[str, str, str, float, float]]
+
+
 class SupportScorer(Protocol):
     def score(
         self,
@@ -156,9 +161,11 @@ class SupportScorer(Protocol):
         hits: Sequence[Hit],
         *,
         other_spans: OtherSpans | None = None,
+        linked: LinkedSpans = (),
     ) -> list[ScoredCandidate]:
         """Candidates scored by how well the retrieved documents support them, best first;
-        ``other_spans`` are what the span reader also found in each document (if it read them)."""
+        ``other_spans`` are what the span reader also found in each document and ``linked`` what
+        it read in linked pairs of them (if it read them)."""
 
 
 def _contains(doc_tokens: set[str], answer_tokens: list[str]) -> bool:
@@ -175,6 +182,7 @@ class OverlapSupportScorer:
         hits: Sequence[Hit],
         *,
         other_spans: OtherSpans | None = None,  # containment is this scorer's only support
+        linked: LinkedSpans = (),
     ) -> list[ScoredCandidate]:
         doc_tokens = {h.chunk_id: set(tokens(h.reader_text)) for h in hits}
         scored: list[ScoredCandidate] = []

@@ -21,8 +21,18 @@ from torch import nn
 from torch_geometric.nn import GATv2Conv
 
 from agents.errors import CheckpointError
-from agents.reading import Candidate, OtherSpans, ScoredCandidate
-from agents.support_graph import EDGE_DIM, NO_ANSWER_CLIP, NODE_DIM, Doc, EmbedFn, SupportGraph, build_graph
+from agents.reading import Candidate, LinkedSpans, OtherSpans, ScoredCandidate
+from agents.support_graph import (
+    EDGE_DIM,
+    NO_ANSWER_CLIP,
+    NODE_DIM,
+    NODE_DIM_BEFORE_LINKS,
+    Doc,
+    EmbedFn,
+    LinkedReading,
+    SupportGraph,
+    build_graph,
+)
 from retrieval.documents import Hit
 
 #: The shipped checkpoints, one per reader (the reader's confidence is one of the graph's features,
@@ -72,6 +82,7 @@ class SupportGNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(h + config.node_dim, h), nn.ReLU(), nn.Linear(h, 1))
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        x = x[:, : self.config.node_dim]  # a checkpoint from before linked reads: the features it knows
         h = torch.relu(self.encode(x))
         for conv in self.convs:
             h = h + torch.relu(conv(self.dropout(h), edge_index, edge_attr))
@@ -108,7 +119,7 @@ def load(folder: Path = DEFAULT_CHECKPOINT) -> SupportGNN:
         state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"cannot load the support GNN from {folder}: {exc}") from exc
-    if (config.node_dim, config.edge_dim) != (NODE_DIM, EDGE_DIM):
+    if config.node_dim not in (NODE_DIM, NODE_DIM_BEFORE_LINKS) or config.edge_dim != EDGE_DIM:
         raise CheckpointError(
             f"the support GNN in {folder} was trained on {config.node_dim}/{config.edge_dim} features, "
             f"this version builds {NODE_DIM}/{EDGE_DIM}: run `ragnet train gnn`"
@@ -140,6 +151,7 @@ class GnnSupportScorer:
         candidates: Sequence[Candidate],
         hits: Sequence[Hit],
         other_spans: OtherSpans | None = None,
+        linked: LinkedSpans = (),
     ) -> tuple[SupportGraph, list[Hit]]:
         """The support graph of the retrieved hits (retrieval order) and the readings of them; a
         candidate read from a hit not among ``hits`` (a FAQ's answer) becomes one more document."""
@@ -161,7 +173,13 @@ class GnnSupportScorer:
                 (c.no_answer if c.no_answer is not None else c.logprob - NO_ANSWER_CLIP) if c else 0.0
                 for c in read
             ]
-        graph = build_graph(question, docs, answers, logprobs, self._embed, alternatives, no_answer)
+        index = {h.chunk_id: i for i, h in enumerate(nodes)}
+        links = [
+            LinkedReading(index[a], index[b], span, lp, none)
+            for a, b, span, lp, none in linked
+            if a in index and b in index
+        ]
+        graph = build_graph(question, docs, answers, logprobs, self._embed, alternatives, no_answer, links)
         return graph, nodes
 
     def score(
@@ -171,10 +189,11 @@ class GnnSupportScorer:
         hits: Sequence[Hit],
         *,
         other_spans: OtherSpans | None = None,
+        linked: LinkedSpans = (),
     ) -> list[ScoredCandidate]:
         if not candidates:
             return []
-        graph, nodes = self.graph(question, candidates, hits, other_spans)
+        graph, nodes = self.graph(question, candidates, hits, other_spans, linked)
         logits = candidate_logits(self._model, graph)
         scored: list[ScoredCandidate] = []
         for c, supporting, logit in zip(graph.clusters, graph.supporting, logits, strict=True):

@@ -14,6 +14,10 @@ attribute vector (relation one-hot, weight, embedding cosine):
   that is the bridge entity, and the answer lies in the document it names)
 - candidate <-> candidate ``similar``  (overlapping answers, "Broncos" / "Denver Broncos")
 
+Linked reads (the span reader reading a document together with a document whose title it names)
+are candidate features: a two-hop answer the single reads find but cannot rank is often the one a
+linked read picks.
+
 and the reverse of the others, so documents hear from candidates and the question from
 documents. Features are numbers a reader of the graph can explain (relevance, rank, reader
 probability, agreement and support counts, question-answer embedding cosine, answer shape), so a
@@ -62,6 +66,42 @@ class Reading:
     no_answer: float | None = None
 
 
+@dataclass(frozen=True)
+class LinkedReading:
+    """The span reader's best span over two documents read as one text, the first (``first``,
+    a document index) naming the second's title: a two-hop question's chain in one reading (the
+    first hop's document says who or what, the second what the question asks of it)."""
+
+    first: int
+    second: int
+    span: str
+    logprob: float
+    no_answer: float
+
+
+#: Linked pairs read per question at most (best-ranked first documents first).
+MAX_LINKED = 6
+
+
+def linked_pairs(docs: Sequence[Doc], limit: int = MAX_LINKED) -> list[tuple[int, int]]:
+    """(i, j) for every document i whose text names document j's title (a link, as in a
+    hyperlinked encyclopedia); titles shorter than 4 characters and a document's own title (or a
+    shared one) are no link."""
+    titles = [_title(d) for d in docs]
+    out: list[tuple[int, int]] = []
+    for i, d in enumerate(docs):
+        text = d.text.lower()
+        for j, title in enumerate(titles):
+            if i != j and len(title) >= 4 and title.lower() != titles[i].lower() and title.lower() in text:
+                out.append((i, j))
+    return out[:limit]
+
+
+def linked_text(first: Doc, second: Doc) -> str:
+    """The text a linked pair is read as: both documents, each under its title."""
+    return "\n\n".join(f"{_title(d)}. {d.text}" if _title(d) else d.text for d in (first, second))
+
+
 #: Embeds texts as queries: (n, dim) L2-normalised. The embedder of the knowledge base.
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -84,6 +124,9 @@ DOC_FEATURES = (
     "question_coverage", "named", "titled_answer", "says_no_answer", "no_answer_margin",
     "title_in_question",
 )  # fmt: skip
+#: A linked read (two documents read together, the first naming the second's title) found the
+#: candidate; its probability; it is the likeliest linked read's answer.
+LINKED_FEATURES = ("linked_read", "linked_read_prob", "linked_most_likely")
 CAND_FEATURES = (
     "reader_prob_max",
     "reader_logprob_mean",
@@ -117,6 +160,8 @@ CAND_FEATURES = (
     "first_answered",
     "most_read",
     "most_likely",
+    # linked reads (appended last: a checkpoint trained before them reads the features before these)
+    *LINKED_FEATURES,
 )
 #: Words that say nothing about what a question is about (for question coverage).
 _FUNCTION_WORDS = frozenset(
@@ -178,6 +223,8 @@ QUESTION_FEATURES = (
     "titles_in_question",
 )
 NODE_DIM = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES) + len(CAND_FEATURES)
+#: The node features of graphs built before linked reads (checkpoints trained on them still load).
+NODE_DIM_BEFORE_LINKS = NODE_DIM - len(LINKED_FEATURES)
 EDGE_DIM = len(RELATIONS) + 2
 #: Share of an answer's words a document must hold to support it.
 SUPPORT_OVERLAP = 0.8
@@ -256,6 +303,24 @@ def _read_support(
     return out
 
 
+def _linked_support(
+    clusters: Sequence[Cluster], linked: Sequence[LinkedReading]
+) -> list[tuple[float, float, float]]:
+    """Per cluster: (1.0 if a linked read's span is it, the best such span's probability, 1.0 if
+    the likeliest linked read's span is it); zeros without linked reads."""
+    likeliest = max(linked, key=lambda r: r.logprob, default=None)
+    out: list[tuple[float, float, float]] = []
+    for c in clusters:
+        found = [
+            r
+            for r in linked
+            if r.span and (answer_key(r.span) == c.key or similarity(r.span, c.answer) >= NAMES_F1)
+        ]
+        best = max((math.exp(min(0.0, r.logprob)) for r in found), default=0.0)
+        out.append((float(bool(found)), best, float(likeliest is not None and likeliest in found)))
+    return out
+
+
 def _title(doc: Doc) -> str:
     return doc.title.replace("_", " ").strip()
 
@@ -304,6 +369,8 @@ class _Facts:
     read_support: list[list[tuple[int, float]]]  # per cluster: (document, P) of other spans matching it
     names: list[list[tuple[int, float]]]  # per cluster: (document, similarity) of titles it names
     own_title: list[float]  # per cluster: how closely it names its own documents' title
+    #: per cluster: (linked reads that found it?, best P of those, the likeliest linked read found it?)
+    linked: list[tuple[float, float, float]]
     vectors: np.ndarray  # the question's embedding, then each cluster's
     cosines: list[float]  # per cluster: cosine to the question
 
@@ -325,6 +392,7 @@ def _facts(
     embed: EmbedFn,
     alternatives: Sequence[Sequence[tuple[str, float]]] | None,
     no_answer: Sequence[float] | None,
+    linked: Sequence[LinkedReading],
 ) -> _Facts:
     clusters = cluster([a or "" for a in answers])
     others = [list(a) for a in alternatives] if alternatives is not None else [[] for _ in docs]
@@ -364,6 +432,7 @@ def _facts(
         doc_tokens=doc_tokens,
         supports=supports,
         read_support=_read_support(clusters, others),
+        linked=_linked_support(clusters, linked),
         names=names,
         own_title=own_title,
         vectors=vectors,
@@ -450,6 +519,7 @@ def _candidate_features(f: _Facts, ci: int, picks: tuple[int, int, int]) -> list
         float(ci == first_answered),
         float(len(members) == most_read),
         float(ci == most_likely),
+        *f.linked[ci],
     ]
 
 
@@ -500,11 +570,13 @@ def build_graph(
     embed: EmbedFn,
     alternatives: Sequence[Sequence[tuple[str, float]]] | None = None,
     no_answer: Sequence[float] | None = None,
+    linked: Sequence[LinkedReading] = (),
 ) -> SupportGraph:
     """The support graph for ``question``: ``answers[i]`` is what the reader read in ``docs[i]``
     (log P ``logprobs[i]``); the span reader also gives ``alternatives[i]``, its other spans there
-    (answer, log P), and ``no_answer[i]``, its log P("no answer")."""
-    f = _facts(question, list(docs), answers, logprobs, embed, alternatives, no_answer)
+    (answer, log P), ``no_answer[i]``, its log P("no answer"), and ``linked``, its readings of
+    linked pairs of the documents (see ``linked_pairs``)."""
+    f = _facts(question, list(docs), answers, logprobs, embed, alternatives, no_answer, linked)
     n_docs, clusters = len(f.docs), f.clusters
     first = 1 + n_docs
     # what the simple aggregators would pick, as flags: the GNN starts from what a baseline sees

@@ -84,6 +84,8 @@ class AgenticState(TypedDict, total=False):
     candidates: list[dict[str, Any]]
     #: The span reader's other spans per document read this step: chunk id -> [[answer, log P], ...].
     other_spans: dict[str, list[list[Any]]]
+    #: The span reader's linked reads this step: [[chunk, chunk it names, span, log P, log P(none)], ...].
+    linked_spans: list[list[Any]]
     answers: dict[str, dict[str, Any]]  # replaced whole: a backtrack forgets them
     failed: list[str]
     hops: Annotated[int, operator.add]
@@ -312,6 +314,9 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     question = state["sub_question"]
     open_question = composing.shape(question).kind == "open"
     if ctx.span_reader is not None:  # the extractive reader: no model call
+        from agents.linked_reading import read_linked  # torch: loaded with the span reader
+        from agents.support_graph import Doc
+
         to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]
         extractions = ctx.span_reader.read(question, [hit_from_dict(h).reader_text for h in to_read])
         # every document's best span, also where "no answer" is likelier: the scorer weighs the two
@@ -321,6 +326,15 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
             h["chunk_id"]: [[a, lp] for a, lp in e.alternatives]
             for h, e in zip(to_read, extractions, strict=True)
         }
+        read_hits = [hit_from_dict(h) for h in to_read]
+        docs = [
+            Doc(h.chunk_id, h.doc_id, h.reader_text, rank, h.evidence_score, h.title)
+            for rank, h in enumerate(read_hits)
+        ]
+        linked_spans = [
+            [read_hits[r.first].chunk_id, read_hits[r.second].chunk_id, r.span, r.logprob, r.no_answer]
+            for r in read_linked(ctx.span_reader, question, docs)
+        ]
         calls = 0
     else:
         # one batched model call reads every document; each read counts against the call budget,
@@ -341,6 +355,7 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         generations = ctx.generator.generate_batch(requests) if requests else []
         replies = [(g.text.strip(), g.logprob if g.logprob is not None else 0.0) for g in generations]
         other_spans = {}
+        linked_spans = []
         no_answer = [None] * len(generations)
         calls = len(requests)
     echoed: list[str] = []
@@ -365,7 +380,13 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
         ],
         echoed=echoed,
     )
-    return {"candidates": candidates, "other_spans": other_spans, "llm_calls": calls, "trace": trace}
+    return {
+        "candidates": candidates,
+        "other_spans": other_spans,
+        "linked_spans": linked_spans,
+        "llm_calls": calls,
+        "trace": trace,
+    }
 
 
 def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
@@ -378,7 +399,8 @@ def aggregate(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str
     other_spans = {
         chunk: [(a, lp) for a, lp in spans] for chunk, spans in state.get("other_spans", {}).items()
     }
-    scored = ctx.scorer.score(state["sub_question"], cands, hits, other_spans=other_spans)
+    linked = [(a, b, span, lp, none) for a, b, span, lp, none in state.get("linked_spans", [])]
+    scored = ctx.scorer.score(state["sub_question"], cands, hits, other_spans=other_spans, linked=linked)
     step = state["plan"][state["step"]]
     if not scored:
         return {"trace": _event(runtime, "aggregate", step=step["id"], answered=False)}

@@ -203,9 +203,9 @@ def test_the_graph_reads_with_the_span_reader_and_spends_no_model_call(
 
     reader = ExtractiveReader(trained[0], encoder)
     hits = [
-        Hit(chunk_id=f"c{i}", doc_id=f"d{i}", title="", text=text, source="", position=0, score=0.9)
-        for i, text in enumerate([FACTS[0][1], FACTS[1][1], FACTS[4][1]])
-    ]
+        Hit(chunk_id=f"c{i}", doc_id=f"d{i}", title=title, text=text, source="", position=0, score=0.9)
+        for i, (title, text) in enumerate([("", FACTS[0][1]), ("paris", FACTS[1][1]), ("", FACTS[4][1])])
+    ]  # d0's text names d1's title: a linked pair, read as one text
     ctx = AgenticContext(
         search=lambda *_: [],
         search_faqs=lambda *_: [],
@@ -230,6 +230,9 @@ def test_the_graph_reads_with_the_span_reader_and_spends_no_model_call(
     for cand in out["candidates"]:
         assert cand["answer"] in cand["hit"]["text"]
     assert out["trace"][0]["event"] == "read"
+    [(first, second, span, logprob, none)] = out["linked_spans"]
+    assert (first, second) == ("c0", "c1")
+    assert span in f"{FACTS[0][1]}\n\nparis. {FACTS[1][1]}" and logprob <= 0.0 and none <= 0.0
 
 
 def test_a_missing_reader_checkpoint_is_a_503_that_says_so(

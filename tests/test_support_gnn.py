@@ -24,11 +24,15 @@ from agents.support_graph import (
     DOC_FEATURES,
     EDGE_DIM,
     NODE_DIM,
+    NODE_DIM_BEFORE_LINKS,
     NODE_TYPES,
     QUESTION_FEATURES,
     RELATIONS,
     Doc,
+    LinkedReading,
     build_graph,
+    linked_pairs,
+    linked_text,
 )
 from api.cli import main
 from api.evaluation.aggregate import gap_closed, pick_top_answered, pick_top_doc
@@ -165,6 +169,76 @@ def test_bridges_other_spans_and_no_answer_margins_are_in_the_graph() -> None:
     bare = build_graph(g.question, [replace(d, title="") for d in docs], g.answers, g.logprobs, embed)
     assert bare.data.x.shape == g.data.x.shape
     assert bare.data.edge_index.shape[1] < g.data.edge_index.shape[1]
+
+
+BRIDGE_DOCS = [
+    Doc("c0", "d0", "Diamond Cut is the third album by Welsh singer Bonnie Tyler, out in 1979.", 0, 0.9,
+        "Diamond Cut"),
+    Doc("c1", "d1", "Bonnie Tyler (born 8 June 1951) is a Welsh singer with a husky voice.", 1, 0.8,
+        "Bonnie Tyler"),
+    Doc("c2", "d2", "Susanna Dalton sang in 1972 on the album Diamond Cut's B-side.", 2, 0.7,
+        "Susanna Dalton"),
+    Doc("c3", "d3", "Diamond Cut is also a jewellery term; Bonnie Tyler wore one.", 3, 0.6, "Diamond Cut"),
+]  # fmt: skip
+BRIDGE_Q = "When was the Welsh singer born whose third album is Diamond Cut?"
+
+
+def _cand(g, i: int, name: str) -> float:  # type: ignore[no-untyped-def]
+    off = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
+    return float(g.data.x[g.first_candidate + i, off + CAND_FEATURES.index(name)])
+
+
+def test_linked_pairs_are_documents_that_name_another_documents_title() -> None:
+    # d0 and d3 name "Bonnie Tyler", d2 names "Diamond Cut" (twice: d0 and d3); d0 and d3 share a
+    # title, so neither links to the other; titles of under 4 characters link nothing
+    assert linked_pairs(BRIDGE_DOCS) == [(0, 1), (2, 0), (2, 3), (3, 1)]
+    assert linked_pairs(BRIDGE_DOCS, limit=2) == [(0, 1), (2, 0)]
+    assert linked_pairs([replace(d, title="Tyl") for d in BRIDGE_DOCS]) == []
+    assert linked_pairs([replace(d, title="") for d in BRIDGE_DOCS]) == []
+    text = linked_text(BRIDGE_DOCS[0], BRIDGE_DOCS[1])
+    assert text.startswith("Diamond Cut. Diamond Cut is") and "\n\nBonnie Tyler. Bonnie Tyler (born" in text
+
+
+def test_linked_reads_are_candidate_features_an_older_checkpoint_ignores(tmp_path: Path) -> None:
+    answers = ["Bonnie Tyler", "8 June 1951", "1972", "Bonnie Tyler"]
+    linked = [
+        LinkedReading(0, 1, "8 June 1951", -0.4, -9.0),
+        LinkedReading(3, 1, "born 8 June 1951", -1.2, -8.0),
+        LinkedReading(2, 0, "1979", -2.0, -3.0),  # matches no candidate: adds none
+    ]
+    g = build_graph(BRIDGE_Q, BRIDGE_DOCS, answers, [-0.1, -1.5, -3.0, -0.2], embed, linked=linked)
+    plain = build_graph(BRIDGE_Q, BRIDGE_DOCS, answers, [-0.1, -1.5, -3.0, -0.2], embed)
+    keys = [c.answer for c in g.clusters]
+    date, tyler = keys.index("8 June 1951"), keys.index("Bonnie Tyler")
+    assert len(g.clusters) == len(plain.clusters) == 3
+    assert _cand(g, date, "linked_read") == 1.0 and _cand(g, tyler, "linked_read") == 0.0
+    assert _cand(g, date, "linked_read_prob") == pytest.approx(np.exp(-0.4), abs=1e-6)
+    assert _cand(g, date, "linked_most_likely") == 1.0
+    assert all(_cand(plain, i, "linked_read") == 0.0 for i in range(3))
+    # everything else is the graph without linked reads
+    before = torch.arange(NODE_DIM) < NODE_DIM_BEFORE_LINKS
+    assert torch.equal(g.data.x[:, before], plain.data.x[:, before])
+    assert torch.equal(g.data.edge_attr, plain.data.edge_attr)
+
+    # a checkpoint trained before linked reads loads and reads the features it was trained on
+    old = SupportGNN(GnnConfig(node_dim=NODE_DIM_BEFORE_LINKS))
+    support_gnn.save(old, tmp_path / "old", "# card\n")
+    loaded = support_gnn.load(tmp_path / "old")
+    assert candidate_logits(loaded, g) == candidate_logits(loaded, plain) == candidate_logits(old, plain)
+    new = SupportGNN(GnnConfig())
+    assert candidate_logits(new, g) != candidate_logits(new, plain)
+
+    # the scorer takes linked reads by chunk id (an unknown chunk's read is dropped)
+    hits = [Hit(d.chunk_id, d.doc_id, d.title, d.text, "s", 0, d.relevance, relevance=d.relevance)
+            for d in BRIDGE_DOCS]  # fmt: skip
+    cands = [Candidate(a, h, lp) for a, h, lp in zip(answers, hits, [-0.1, -1.5, -3.0, -0.2], strict=True)]
+    scorer = GnnSupportScorer(new, embed)
+    by_chunk = [("c0", "c1", "8 June 1951", -0.4, -9.0), ("c9", "c1", "1972", -0.1, -9.0)]
+    graph, _ = scorer.graph(BRIDGE_Q, cands, hits, linked=by_chunk)
+    keys = [c.answer for c in graph.clusters]
+    assert _cand(graph, keys.index("8 June 1951"), "linked_read") == 1.0
+    assert _cand(graph, keys.index("1972"), "linked_read") == 0.0
+    assert {s.answer for s in scorer.score(BRIDGE_Q, cands, hits, linked=by_chunk)} == set(keys)
 
 
 def test_a_question_without_candidates_is_a_graph_of_documents_only() -> None:

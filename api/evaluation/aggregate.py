@@ -57,6 +57,7 @@ def graph_of(record: ReadingRecord, embed: Callable[[Sequence[str]], np.ndarray]
         embed,
         alternatives,
         [n or 0.0 for n in no_answer] if spans_read else None,
+        record.linked,
     )
 
 

@@ -16,12 +16,13 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.generation.base import GenerationRequest
+from agents.linked_reading import read_linked
 from agents.reading import READ_INSTRUCTION, read_messages
-from agents.support_graph import Doc, Reading
+from agents.support_graph import Doc, LinkedReading, Reading
 from api.evaluation.data import read_jsonl
 from api.services import Services
 from retrieval.errors import IngestError
@@ -96,6 +97,7 @@ class ReadingRecord:
     answers: list[str]
     docs: list[Doc]
     readings: list[Reading]  # one per doc, same order
+    linked: list[LinkedReading] = field(default_factory=list)  # the span reader's linked pairs
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -117,6 +119,7 @@ class ReadingRecord:
                 )
                 for r in rec["readings"]
             ],
+            [LinkedReading(**r) for r in rec.get("linked", ())],
         )
 
 
@@ -126,8 +129,8 @@ def cache_path(services: Services, kb: str, questions: Path, depth: int) -> Path
     span_reader = services.span_reader
     if span_reader is not None:  # the extractive reader: its checkpoint's weights name it
         # v2: readings keep the best span also where "no answer" is likelier, the reader's other
-        # spans and the documents' titles
-        key = f"extractive-v2|{span_reader.name}|{span_reader.fingerprint}|{depth}"
+        # spans and the documents' titles; v3: and the linked pairs' readings
+        key = f"extractive-v3|{span_reader.name}|{span_reader.fingerprint}|{depth}"
     else:
         generator = services.generator.name  # the model folder's name
         quantize = services.settings.generator_quantize
@@ -190,11 +193,13 @@ def read_one(services: Services, kb: str, asked: Asked, depth: int) -> ReadingRe
         for rank, h in enumerate(hits)
     ]
     span_reader = services.span_reader
+    linked: list[LinkedReading] = []
     if span_reader is not None:
         readings = [
             Reading(e.span or "unknown", round(e.logprob, 5), e.alternatives, round(e.none_logprob, 5))
             for e in span_reader.read(asked.question, [h.reader_text for h in hits])
         ]
+        linked = read_linked(span_reader, asked.question, docs)
     else:
         requests = [
             GenerationRequest(read_messages(asked.question, h), max_tokens=READ_TOKENS, stop=("\n",))
@@ -204,4 +209,4 @@ def read_one(services: Services, kb: str, asked: Asked, depth: int) -> ReadingRe
         readings = [
             Reading(g.text, round(g.logprob if g.logprob is not None else 0.0, 5)) for g in generations
         ]
-    return ReadingRecord(asked.id, asked.question, asked.answers, docs, readings)
+    return ReadingRecord(asked.id, asked.question, asked.answers, docs, readings, linked)
