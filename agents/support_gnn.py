@@ -27,11 +27,11 @@ from agents.support_graph import (
     NO_ANSWER_CLIP,
     NODE_DIM,
     NODE_DIM_BEFORE_LINKS,
-    Doc,
     EmbedFn,
     LinkedReading,
     SupportGraph,
     build_graph,
+    doc_of,
 )
 from retrieval.documents import Hit
 
@@ -157,10 +157,7 @@ class GnnSupportScorer:
         candidate read from a hit not among ``hits`` (a FAQ's answer) becomes one more document."""
         by_chunk = {c.hit.chunk_id: c for c in candidates}
         nodes = list(hits) + [c.hit for c in candidates if c.hit.chunk_id not in {h.chunk_id for h in hits}]
-        docs = [
-            Doc(h.chunk_id, h.doc_id, h.reader_text, i, h.evidence_score, h.title)
-            for i, h in enumerate(nodes)
-        ]
+        docs = [doc_of(h, i) for i, h in enumerate(nodes)]
         read = [by_chunk.get(h.chunk_id) for h in nodes]
         answers = [c.answer if c else None for c in read]
         logprobs = [c.logprob if c else 0.0 for c in read]

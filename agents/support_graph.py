@@ -14,14 +14,14 @@ attribute vector (relation one-hot, weight, embedding cosine):
   that is the bridge entity, and the answer lies in the document it names)
 - candidate <-> candidate ``similar``  (overlapping answers, "Broncos" / "Denver Broncos")
 
-Linked reads (the span reader reading a document together with a document whose title it names)
-are candidate features: a two-hop answer the single reads find but cannot rank is often the one a
-linked read picks.
-
 and the reverse of the others, so documents hear from candidates and the question from
 documents. Features are numbers a reader of the graph can explain (relevance, rank, reader
 probability, agreement and support counts, question-answer embedding cosine, answer shape), so a
 small model trained on a few hundred questions carries over to other sets and languages.
+
+Linked reads (the span reader reading a document together with a document whose title it names)
+are candidate features: a two-hop answer the single reads find but cannot rank is often the one a
+linked read picks.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch_geometric.data import Data
 
 from agents.answer_text import coverage, tokens
 from agents.candidates import Cluster, answer_key, cluster, matches, similarity
+from retrieval.documents import Hit
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ class LinkedReading:
     span: str
     logprob: float
     no_answer: float
+
+
+def doc_of(hit: Hit, rank: int) -> Doc:
+    """A retrieved hit as the graph sees it (its reader text, evidence score and title)."""
+    return Doc(hit.chunk_id, hit.doc_id, hit.reader_text, rank, hit.evidence_score, hit.title)
 
 
 #: Linked pairs read per question at most (best-ranked first documents first).
@@ -285,6 +291,11 @@ def _numeric(answer: str) -> bool:
     return bool(re.search(r"\d", answer)) or answer_key(answer).isdigit()
 
 
+def _is_answer(span: str, c: Cluster) -> bool:
+    """Another reading's span says the cluster's answer (same key, or close enough in words)."""
+    return answer_key(span) == c.key or similarity(span, c.answer) >= NAMES_F1
+
+
 def _read_support(
     clusters: Sequence[Cluster], others: Sequence[Sequence[tuple[str, float]]]
 ) -> list[list[tuple[int, float]]]:
@@ -297,7 +308,7 @@ def _read_support(
             if di in c.members:
                 continue
             for span, lp in spans:
-                if answer_key(span) == c.key or similarity(span, c.answer) >= NAMES_F1:
+                if _is_answer(span, c):
                     found[di] = max(found.get(di, 0.0), math.exp(min(0.0, lp)))
         out.append(sorted(found.items()))
     return out
@@ -311,11 +322,7 @@ def _linked_support(
     likeliest = max(linked, key=lambda r: r.logprob, default=None)
     out: list[tuple[float, float, float]] = []
     for c in clusters:
-        found = [
-            r
-            for r in linked
-            if r.span and (answer_key(r.span) == c.key or similarity(r.span, c.answer) >= NAMES_F1)
-        ]
+        found = [r for r in linked if r.span and _is_answer(r.span, c)]
         best = max((math.exp(min(0.0, r.logprob)) for r in found), default=0.0)
         out.append((float(bool(found)), best, float(likeliest is not None and likeliest in found)))
     return out

@@ -315,7 +315,7 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
     open_question = composing.shape(question).kind == "open"
     if ctx.span_reader is not None:  # the extractive reader: no model call
         from agents.linked_reading import read_linked  # torch: loaded with the span reader
-        from agents.support_graph import Doc
+        from agents.support_graph import doc_of
 
         to_read = [h for h in state.get("hits", []) if _is_evidence(h, threshold)][: ctx.read_k]
         extractions = ctx.span_reader.read(question, [hit_from_dict(h).reader_text for h in to_read])
@@ -327,10 +327,7 @@ def read(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any
             for h, e in zip(to_read, extractions, strict=True)
         }
         read_hits = [hit_from_dict(h) for h in to_read]
-        docs = [
-            Doc(h.chunk_id, h.doc_id, h.reader_text, rank, h.evidence_score, h.title)
-            for rank, h in enumerate(read_hits)
-        ]
+        docs = [doc_of(h, rank) for rank, h in enumerate(read_hits)]
         linked_spans = [
             [read_hits[r.first].chunk_id, read_hits[r.second].chunk_id, r.span, r.logprob, r.no_answer]
             for r in read_linked(ctx.span_reader, question, docs)

@@ -16,13 +16,13 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from agents.generation.base import GenerationRequest
 from agents.linked_reading import read_linked
 from agents.reading import READ_INSTRUCTION, read_messages
-from agents.support_graph import Doc, LinkedReading, Reading
+from agents.support_graph import Doc, LinkedReading, Reading, doc_of
 from api.evaluation.data import read_jsonl
 from api.services import Services
 from retrieval.errors import IngestError
@@ -188,10 +188,7 @@ def read_all(
 
 def read_one(services: Services, kb: str, asked: Asked, depth: int) -> ReadingRecord:
     hits = services.retriever.search(kb, asked.question, depth)
-    docs = [
-        Doc(h.chunk_id, h.doc_id, h.reader_text, rank, round(h.evidence_score, 5), h.title)
-        for rank, h in enumerate(hits)
-    ]
+    docs = [replace(doc_of(h, rank), relevance=round(h.evidence_score, 5)) for rank, h in enumerate(hits)]
     span_reader = services.span_reader
     linked: list[LinkedReading] = []
     if span_reader is not None:
