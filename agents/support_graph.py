@@ -281,6 +281,15 @@ _ASKS = (
 _CHOICE = re.compile(r"\bor\b[^?]*\?\s*$|还是", re.IGNORECASE)
 
 
+def likeliest_linked(graph: SupportGraph) -> int | None:
+    """The cluster the likeliest linked read's span is (None: no linked read names a candidate)."""
+    column = NODE_DIM - len(LINKED_FEATURES) + LINKED_FEATURES.index("linked_most_likely")
+    if graph.data.x.shape[1] != NODE_DIM:  # a graph built before linked reads
+        return None
+    flags = graph.data.x[graph.first_candidate :, column].tolist()
+    return next((i for i, flag in enumerate(flags) if flag > 0), None)
+
+
 def asks(question: str) -> str:
     """The kind of answer a question asks for: who, when, where, number, what, yes_no or other."""
     text = question.lower().strip()

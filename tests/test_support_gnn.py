@@ -31,6 +31,7 @@ from agents.support_graph import (
     Doc,
     LinkedReading,
     build_graph,
+    likeliest_linked,
     linked_pairs,
     linked_text,
 )
@@ -215,6 +216,7 @@ def test_linked_reads_are_candidate_features_an_older_checkpoint_ignores(tmp_pat
     assert _cand(g, date, "linked_read_prob") == pytest.approx(np.exp(-0.4), abs=1e-6)
     assert _cand(g, date, "linked_most_likely") == 1.0
     assert all(_cand(plain, i, "linked_read") == 0.0 for i in range(3))
+    assert likeliest_linked(g) == date and likeliest_linked(plain) is None
     # everything else is the graph without linked reads
     before = torch.arange(NODE_DIM) < NODE_DIM_BEFORE_LINKS
     assert torch.equal(g.data.x[:, before], plain.data.x[:, before])
@@ -402,6 +404,7 @@ def test_train_gnn_then_eval_aggregate(
     assert {"n", "gnn_acc", "vote_acc", "max_reader_acc", "top_doc_acc", "oracle_acc"} <= set(result)
     assert result["n"] == 2 and result["answered"] <= 2
     assert result["best_baseline"] in {"vote", "max_reader", "top_doc", "top_answered"}
+    assert result["linked_graphs"] == 0 and result["linked_read_acc"] == 0.0  # no titled documents
     # a second run reads nothing again (the readings are cached), and a line a crash cut short is skipped
     cache = caches[0]
     cache.write_text(cache.read_text() + '{"id": "q9", "question": "cut sh')

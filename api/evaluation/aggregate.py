@@ -22,7 +22,7 @@ from agents.composing import shape
 from agents.gnn_training import Example, train
 from agents.reading import candidate_of
 from agents.support_gnn import GnnConfig, SupportGNN, candidate_logits
-from agents.support_graph import SupportGraph, build_graph, first_answering
+from agents.support_graph import SupportGraph, build_graph, first_answering, likeliest_linked
 from api.evaluation.data import read_jsonl
 from api.evaluation.metrics import percentile
 from api.evaluation.readings import READ_DEPTH, ReadingRecord, cache_path, questions_to_read, read_all
@@ -154,6 +154,7 @@ def eval_aggregate(
     right = dict.fromkeys([*pickers, "oracle_acc"], 0)
     ms: list[float] = []
     confidence, correct = [], []
+    linked = {"graphs": 0, "read": 0, "gnn": 0}  # where a linked read names a candidate
     for e in examples:
         if not e.graph.clusters:
             continue
@@ -166,6 +167,10 @@ def eval_aggregate(
         best = max(range(len(logits)), key=logits.__getitem__)
         confidence.append(model.config.confidence(logits[best]))
         correct.append(float(e.labels[best]))
+        if (read := likeliest_linked(e.graph)) is not None:
+            linked["graphs"] += 1
+            linked["read"] += int(e.labels[read] > 0)
+            linked["gnn"] += int(e.labels[best] > 0)
     n = len(examples)
     result: dict[str, Any] = {"n": n, **{k: round(v / max(1, n), 4) for k, v in right.items()}}
     result.update(gap_closed(result))
@@ -174,6 +179,11 @@ def eval_aggregate(
     result["gnn_ms_p95"] = round(percentile(ms, 95), 2)
     result["graph_build_ms_p50"] = round(percentile(build_ms, 50), 2)
     result["confidence_ece"] = round(_ece(confidence, correct), 4)
+    # the linked reads' own say: on the graphs where the likeliest one names a candidate, how often
+    # that candidate is right against how often the GNN's pick is
+    result["linked_graphs"] = linked["graphs"]
+    result["linked_read_acc"] = round(linked["read"] / max(1, linked["graphs"]), 4)
+    result["linked_gnn_acc"] = round(linked["gnn"] / max(1, linked["graphs"]), 4)
     mean_conf = float(np.mean(confidence)) if confidence else 0.0
     mean_right = float(np.mean(correct)) if correct else 0.0
     log(f"  mean confidence {mean_conf:.3f} vs accuracy of the GNN's pick {mean_right:.3f}")
