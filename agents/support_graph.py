@@ -228,7 +228,9 @@ QUESTION_FEATURES = (
     "question_length",
     "titles_in_question",
 )
-NODE_DIM = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES) + len(CAND_FEATURES)
+#: The first candidate-feature column of a node's features.
+CAND_OFFSET = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
+NODE_DIM = CAND_OFFSET + len(CAND_FEATURES)
 #: The node features of graphs built before linked reads (checkpoints trained on them still load).
 NODE_DIM_BEFORE_LINKS = NODE_DIM - len(LINKED_FEATURES)
 EDGE_DIM = len(RELATIONS) + 2
@@ -266,6 +268,13 @@ class SupportGraph:
         )
 
 
+def likeliest_linked(graph: SupportGraph) -> int | None:
+    """The cluster the likeliest linked read's span is (None: no linked read names a candidate)."""
+    column = CAND_OFFSET + CAND_FEATURES.index("linked_most_likely")
+    flags = graph.data.x[graph.first_candidate :, column].tolist()
+    return next((i for i, flag in enumerate(flags) if flag > 0), None)
+
+
 #: What a question asks for, by its wh-word (English and Chinese): the answer's shape should fit.
 _ASKS = (
     ("number", re.compile(r"\bhow (many|much|long|old|far|tall|large|big)\b|多少|几")),
@@ -279,15 +288,6 @@ _ASKS = (
 
 #: A question that names its options: "Which band was formed first, The Exies or Circus Diablo?"
 _CHOICE = re.compile(r"\bor\b[^?]*\?\s*$|还是", re.IGNORECASE)
-
-
-def likeliest_linked(graph: SupportGraph) -> int | None:
-    """The cluster the likeliest linked read's span is (None: no linked read names a candidate)."""
-    column = NODE_DIM - len(LINKED_FEATURES) + LINKED_FEATURES.index("linked_most_likely")
-    if graph.data.x.shape[1] != NODE_DIM:  # a graph built before linked reads
-        return None
-    flags = graph.data.x[graph.first_candidate :, column].tolist()
-    return next((i for i, flag in enumerate(flags) if flag > 0), None)
 
 
 def asks(question: str) -> str:
@@ -604,7 +604,7 @@ def build_graph(
     x = torch.zeros(first + len(clusters), NODE_DIM)
     q_off = len(NODE_TYPES)
     d_off = q_off + len(QUESTION_FEATURES)
-    c_off = d_off + len(DOC_FEATURES)
+    c_off = CAND_OFFSET
     x[0, 0] = 1.0
     x[0, q_off:d_off] = torch.tensor(_question_features(f))
     for di in range(n_docs):

@@ -21,6 +21,7 @@ from agents.reading import Candidate
 from agents.support_gnn import CheckpointError, GnnConfig, GnnSupportScorer, SupportGNN, candidate_logits
 from agents.support_graph import (
     CAND_FEATURES,
+    CAND_OFFSET,
     DOC_FEATURES,
     EDGE_DIM,
     NODE_DIM,
@@ -144,8 +145,7 @@ def test_bridges_other_spans_and_no_answer_margins_are_in_the_graph() -> None:
         return float(g.data.x[1 + i, len(NODE_TYPES) + len(QUESTION_FEATURES) + DOC_FEATURES.index(name)])
 
     def cand(i: int, name: str) -> float:
-        off = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
-        return float(g.data.x[g.first_candidate + i, off + CAND_FEATURES.index(name)])
+        return _cand(g, i, name)
 
     assert [doc(i, "named") for i in range(3)] == [0.0, 1.0, 0.0]
     assert [doc(i, "title_in_question") for i in range(3)] == [1.0, 0.0, 0.0]
@@ -185,8 +185,7 @@ BRIDGE_Q = "When was the Welsh singer born whose third album is Diamond Cut?"
 
 
 def _cand(g, i: int, name: str) -> float:  # type: ignore[no-untyped-def]
-    off = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
-    return float(g.data.x[g.first_candidate + i, off + CAND_FEATURES.index(name)])
+    return float(g.data.x[g.first_candidate + i, CAND_OFFSET + CAND_FEATURES.index(name)])
 
 
 def test_linked_pairs_are_documents_that_name_another_documents_title() -> None:
