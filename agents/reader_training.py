@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.extractive_reader import CONFIG_NAME, ReaderConfig, bf16_fast, load_encoder_qa
+from agents.errors import ReaderError
+from agents.extractive_reader import CONFIG_NAME, ReaderConfig, bf16_fast, load_config, load_encoder_qa
 
 Log = Callable[[str], None]
 
@@ -152,23 +153,36 @@ def train_reader(
     *,
     work_dir: Path,
     data_card: str = "",
+    init: Path | None = None,
     log: Log = lambda _m: None,
 ) -> ReaderTrainReport:
-    """Train and write the checkpoint atomically to ``out``; ``work_dir`` keeps the resumable snapshot."""
+    """Train and write the checkpoint atomically to ``out``; ``work_dir`` keeps the resumable snapshot.
+    ``init``: a reader checkpoint to train further (its LoRA rank, not ``config.rank``)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model, tokenizer = load_encoder_qa(encoder_dir)
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=2 * config.rank,
-        lora_dropout=0.0,  # dropout on every projection input doubles the step time
-        target_modules=LORA_TARGETS,
-        modules_to_save=["qa_outputs"],
-    )
-    model = get_peft_model(model, lora)
+    if init is not None:
+        if load_config(init).encoder != encoder_dir.name:
+            raise ReaderError(f"{init} was trained on {load_config(init).encoder}, not {encoder_dir.name}")
+        try:
+            model = PeftModel.from_pretrained(model, str(init), is_trainable=True)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ReaderError(f"cannot start from reader {init}: {exc}") from exc
+        for param in model.parameters():  # stored in fp16: trained in fp32
+            if param.requires_grad:
+                param.data = param.data.float()
+    else:
+        lora = LoraConfig(
+            r=config.rank,
+            lora_alpha=2 * config.rank,
+            lora_dropout=0.0,  # dropout on every projection input doubles the step time
+            target_modules=LORA_TARGETS,
+            modules_to_save=["qa_outputs"],
+        )
+        model = get_peft_model(model, lora)
     windows = balance(
         encode_windows(tokenizer, examples, config.max_length, config.stride),
         config.negatives_per_positive,
@@ -187,9 +201,10 @@ def train_reader(
     work_dir.mkdir(parents=True, exist_ok=True)
     snapshot = work_dir / SNAPSHOT
     step, losses, epoch_loss = 0, [], 0.0
+    fingerprint = _fingerprint(windows, config, init)
     if snapshot.is_file():
         state = torch.load(snapshot, weights_only=False)
-        if state.get("fingerprint") == _fingerprint(windows, config):
+        if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
@@ -220,9 +235,7 @@ def train_reader(
             epoch_loss += float(loss.detach())
             step += 1
             if step % config.snapshot_every == 0 or step == total:
-                _save_snapshot(
-                    snapshot, model, optimizer, schedule, step, losses, epoch_loss, windows, config
-                )
+                _save_snapshot(snapshot, model, optimizer, schedule, step, losses, epoch_loss, fingerprint)
                 rate = (time.perf_counter() - started) / max(1, step)
                 left = rate * (total - step)
                 log(f"  step {step}/{total}, loss {epoch_loss / (n + 1):.3f}, ~{left:.0f} s left")
@@ -231,17 +244,20 @@ def train_reader(
     reader_config = ReaderConfig(encoder=encoder_dir.name)
     for peft_config in model.peft_config.values():  # a name, not this machine's path
         peft_config.base_model_name_or_path = encoder_dir.name
-    _write_checkpoint(model, out, reader_config, config, data_card)
+    _write_checkpoint(model, out, reader_config, config, data_card, init)
     snapshot.unlink(missing_ok=True)
     return ReaderTrainReport(
         len(examples), len(windows), positives, step, time.perf_counter() - started, losses
     )
 
 
-def _fingerprint(windows: list[tuple[list[int], int, int]], config: ReaderTrainConfig) -> str:
+def _fingerprint(
+    windows: list[tuple[list[int], int, int]], config: ReaderTrainConfig, init: Path | None = None
+) -> str:
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([config.__dict__, len(windows)], sort_keys=True).encode())
+    start = None if init is None else str(init.resolve())
+    digest = hashlib.sha256(json.dumps([config.__dict__, len(windows), start], sort_keys=True).encode())
     for ids, s, e in windows:
         digest.update(f"{len(ids)}:{sum(ids)}:{s}:{e};".encode())
     return digest.hexdigest()
@@ -249,7 +265,7 @@ def _fingerprint(windows: list[tuple[list[int], int, int]], config: ReaderTrainC
 
 def _save_snapshot(
     path: Path, model: Any, optimizer: Any, schedule: Any, step: int, losses: list[float],
-    epoch_loss: float, windows: list[tuple[list[int], int, int]], config: ReaderTrainConfig,
+    epoch_loss: float, fingerprint: str,
 ) -> None:  # fmt: skip
     import torch
 
@@ -262,7 +278,7 @@ def _save_snapshot(
         "losses": losses,
         "epoch_loss": epoch_loss,
         "rng": torch.get_rng_state(),
-        "fingerprint": _fingerprint(windows, config),
+        "fingerprint": fingerprint,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -278,7 +294,7 @@ def _to_fp16(file: Path) -> None:
 
 
 def _write_checkpoint(
-    model: Any, out: Path, reader: ReaderConfig, config: ReaderTrainConfig, data_card: str
+    model: Any, out: Path, reader: ReaderConfig, config: ReaderTrainConfig, data_card: str, init: Path | None
 ) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -286,7 +302,10 @@ def _write_checkpoint(
         model.save_pretrained(str(tmp))
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's blank model card; DATA_CARD.md is ours
         _to_fp16(tmp / "adapter_model.safetensors")
-        meta = reader.to_json() | {"training": {k: v for k, v in config.__dict__.items()}}
+        training: dict[str, Any] = dict(config.__dict__)
+        if init is not None:  # the recipe it was trained further from, as that checkpoint records it
+            training["init"] = json.loads((init / CONFIG_NAME).read_text(encoding="utf-8")).get("training")
+        meta = reader.to_json() | {"training": training}
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if data_card:
             (tmp / "DATA_CARD.md").write_text(data_card, encoding="utf-8")

@@ -456,8 +456,12 @@ def _train_reader(args: argparse.Namespace, services: Any) -> int:
 
     out = args.out or services.settings.data_dir / "models" / "reader"
     config = ReaderTrainConfig(epochs=args.epochs or 2, seed=args.seed)
+    if args.lr is not None:
+        config.lr = args.lr
     sets = args.sets or READER_SETS
-    result = train_reader_command(services, args.data, sets, args.hold_out, out, config, log=_err)
+    result = train_reader_command(
+        services, args.data, sets, args.hold_out, out, config, init=args.init, log=_err
+    )
     _err(f"to use it: RAGNET_READER=extractive RAGNET_READER_MODEL={out}")
     print(json.dumps(result))
     return 0
@@ -485,14 +489,18 @@ def _lora_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description", default="", help="lora: one line for the registry")
     p.add_argument("--r", type=_positive, default=8, help="lora: rank (alpha = 2r)")
     p.add_argument("--layers", type=_positive, help="lora: adapt only the top N layers (default: all)")
-    p.add_argument("--lr", type=float, default=3e-4, help="lora: peak learning rate")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: lora 3e-4, reader 1e-3)")
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--max-len", type=_positive, default=192, help="lora: longer examples are skipped")
     p.add_argument("--general-share", type=float, default=0.3, help="lora: share of general examples")
     p.add_argument("--holdout", type=float, default=0.1, help="lora: share of each file held out (id hash)")
     p.add_argument("--limit", type=_positive, help="lora: at most N domain examples (balanced by label)")
     p.add_argument("--save-every", type=_positive, default=20, help="lora: steps between snapshots")
-    p.add_argument("--init", type=Path, help="lora: start from this adapter's weights (train it further)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="lora: start from this adapter's weights; reader: from this reader checkpoint (trained further)",
+    )
 
 
 def _positive(text: str) -> int:

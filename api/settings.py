@@ -252,7 +252,8 @@ class Settings(BaseSettings):
     support_gnn: Path | None = Field(
         default=None,
         description="A support-GNN checkpoint folder (`ragnet train gnn --out`). Default: the one shipped "
-        "in the package (agents/models/support_gnn).",
+        "in the package for the reader in use (agents/models/support_gnn_extractive with the span "
+        "reader, agents/models/support_gnn with the generator).",
     )
     min_confidence: float = Field(
         default=0.0,

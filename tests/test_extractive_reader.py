@@ -141,6 +141,27 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(
     assert not (tmp_path / "work" / "snapshot.pt").exists()
 
 
+def test_training_further_starts_from_the_checkpoint_and_records_where_it_started(
+    trained: tuple[Path, list[float]], encoder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "further"
+    examples = _examples()[:4]
+    config = _config(epochs=1, lr=1e-3)
+    further = train_reader(examples, encoder, out, config, work_dir=tmp_path / "w1", init=trained[0])
+    fresh = train_reader(examples, encoder, tmp_path / "fresh", config, work_dir=tmp_path / "w2")
+    assert further.losses[0] < fresh.losses[0] / 2  # it already knows these answers
+    meta = json.loads((out / CONFIG_NAME).read_text())
+    assert meta["training"]["init"] == json.loads((trained[0] / CONFIG_NAME).read_text())["training"]
+    reader = ExtractiveReader(out, encoder)
+    right = sum((reader.read(q, [ctx])[0].span or "") == answer for q, ctx, answer in FACTS)
+    assert right >= 4, right
+    other = build_tiny_encoder(tmp_path / "models", name="all-MiniLM-L6-v2")
+    with pytest.raises(ReaderError, match="trained on multilingual-e5-small"):
+        train_reader(examples, other, tmp_path / "x", config, work_dir=tmp_path / "w3", init=trained[0])
+    with pytest.raises(ReaderError, match="not a reader checkpoint"):
+        train_reader(examples, encoder, tmp_path / "y", config, work_dir=tmp_path / "w4", init=tmp_path)
+
+
 def test_a_folder_that_is_no_reader_or_for_another_encoder_is_refused(
     trained: tuple[Path, list[float]], encoder: Path, tmp_path: Path
 ) -> None:

@@ -439,6 +439,10 @@ def test_train_gnn_refuses_bad_sets(
     )
     assert "holds no corpus.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+    # and the checkpoint it is asked to train further
+    init = ["--init", str(tmp_path / "rc"), "--lr", "1e-4"]
+    assert main(["train", "reader", "--data", str(tmp_path), "--sets", "rc/tiny", *init]) != 0
+    assert "is not a reader checkpoint" in capsys.readouterr().err
 
 
 def test_a_missing_support_gnn_checkpoint_is_a_503_that_says_so(

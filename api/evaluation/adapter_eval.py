@@ -66,7 +66,7 @@ def train_lora_command(settings: Any, args: argparse.Namespace, log: Log) -> dic
         data.append(_data_row("general (pool)", args.general, len(general), args.holdout))
     config = LoraTrainConfig(
         r=args.r,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else LoraTrainConfig.lr,
         epochs=args.epochs or 1,
         batch_size=args.batch_size,
         max_len=args.max_len,

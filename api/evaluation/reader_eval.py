@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.extractive_reader import DEFAULT_READER, ExtractiveReader
+from agents.extractive_reader import DEFAULT_READER, ExtractiveReader, load_config
 from agents.generation.base import GenerationRequest
 from agents.reader_training import ReaderTrainConfig, train_reader
 from agents.reading import read_messages, reader_answer
@@ -128,10 +128,13 @@ def train_reader_command(
     out: Path,
     config: ReaderTrainConfig,
     *,
+    init: Path | None = None,
     log: Log,
 ) -> dict[str, Any]:
     """Examples from ``sets`` (folders under ``data``, each with an optional ``:limit``) minus the
     articles of ``hold_out`` (``set:N``: the first N questions' articles), trained into ``out``."""
+    if init is not None:
+        load_config(init)  # not a reader checkpoint: said before any example is built
     held: set[str] = set()
     for item in filter(None, (p.strip() for p in hold_out.split(","))):
         name, _, count = item.partition(":")
@@ -148,7 +151,7 @@ def train_reader_command(
         log(f"  {name}: {counts[name]} answers, {len(found) - counts[name]} passages without one")
     if not examples:
         raise IngestError("no training examples: no gold answer was found verbatim in its passage")
-    card = _data_card(counts, hold_out, config)
+    card = _data_card(counts, hold_out, config, init)
     report = train_reader(
         examples,
         e5_encoder_dir(services.settings),
@@ -156,6 +159,7 @@ def train_reader_command(
         config,
         work_dir=services.settings.data_dir / "cache" / "reader-training",
         data_card=card,
+        init=init,
         log=log,
     )
     return {
@@ -169,13 +173,20 @@ def train_reader_command(
     }
 
 
-def _data_card(counts: dict[str, int], hold_out: str, config: ReaderTrainConfig) -> str:
+def _data_card(counts: dict[str, int], hold_out: str, config: ReaderTrainConfig, init: Path | None) -> str:
     rows = "\n".join(f"| {name} | {n} |" for name, n in counts.items())
+    further = (
+        ""
+        if init is None
+        else f"Trained further from the reader checkpoint `{init.name}` (its own recipe is under "
+        '"training" → "init" in ragnet_reader.json). '
+    )
     return (
         "# Extractive reader — data card\n\n"
         f"Trained by `ragnet train reader` (LoRA r {config.rank} on multilingual-e5-small's attention and "
         f"feed-forward projections + a span head; {config.epochs} epochs, lr {config.lr}, batch "
-        f"{config.batch_size}, {config.max_length}-token windows, seed {config.seed}). Each question gives "
+        f"{config.batch_size}, {config.max_length}-token windows, seed {config.seed}). {further}"
+        "Each question gives "
         "its gold passage with the answer's first verbatim occurrence, and a related passage without it "
         '("no answer"); windows without the whole answer are "no answer" too (at most as many as '
         "the answer windows).\n\n"
