@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,7 @@ def train_reader(
         for param in model.parameters():  # stored in fp16: trained in fp32
             if param.requires_grad:
                 param.data = param.data.float()
+        config = replace(config, rank=init_rank(init))  # what the checkpoint records is what it has
     else:
         lora = LoraConfig(
             r=config.rank,
@@ -249,6 +250,16 @@ def train_reader(
     return ReaderTrainReport(
         len(examples), len(windows), positives, step, time.perf_counter() - started, losses
     )
+
+
+def init_rank(init: Path) -> int:
+    """The LoRA rank of a reader checkpoint (training it further keeps it)."""
+    try:
+        return int(json.loads((init / "adapter_config.json").read_text(encoding="utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReaderError(
+            f"cannot start from reader {init}: no adapter_config.json with its rank ({exc})"
+        ) from exc
 
 
 def _fingerprint(

@@ -146,11 +146,12 @@ def test_training_further_starts_from_the_checkpoint_and_records_where_it_starte
 ) -> None:
     out = tmp_path / "further"
     examples = _examples()[:4]
-    config = _config(epochs=1, lr=1e-3)
+    config = _config(epochs=1, lr=1e-3, rank=8)  # the checkpoint's rank (4) wins
     further = train_reader(examples, encoder, out, config, work_dir=tmp_path / "w1", init=trained[0])
     fresh = train_reader(examples, encoder, tmp_path / "fresh", config, work_dir=tmp_path / "w2")
     assert further.losses[0] < fresh.losses[0] / 2  # it already knows these answers
     meta = json.loads((out / CONFIG_NAME).read_text())
+    assert meta["training"]["rank"] == 4 and json.loads((out / "adapter_config.json").read_text())["r"] == 4
     assert meta["training"]["init"] == json.loads((trained[0] / CONFIG_NAME).read_text())["training"]
     reader = ExtractiveReader(out, encoder)
     right = sum((reader.read(q, [ctx])[0].span or "") == answer for q, ctx, answer in FACTS)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agents.extractive_reader import DEFAULT_READER, ExtractiveReader, load_config
 from agents.generation.base import GenerationRequest
-from agents.reader_training import ReaderTrainConfig, train_reader
+from agents.reader_training import ReaderTrainConfig, init_rank, train_reader
 from agents.reading import read_messages, reader_answer
 from api.evaluation import metrics
 from api.evaluation.data import read_jsonl, set_folder
@@ -133,8 +134,9 @@ def train_reader_command(
 ) -> dict[str, Any]:
     """Examples from ``sets`` (folders under ``data``, each with an optional ``:limit``) minus the
     articles of ``hold_out`` (``set:N``: the first N questions' articles), trained into ``out``."""
-    if init is not None:
-        load_config(init)  # not a reader checkpoint: said before any example is built
+    if init is not None:  # not a reader checkpoint: said before any example is built
+        load_config(init)
+        config = replace(config, rank=init_rank(init))
     held: set[str] = set()
     for item in filter(None, (p.strip() for p in hold_out.split(","))):
         name, _, count = item.partition(":")
