@@ -165,8 +165,9 @@ def train_reader(
     torch.manual_seed(config.seed)
     model, tokenizer = load_encoder_qa(encoder_dir)
     if init is not None:
-        if load_config(init).encoder != encoder_dir.name:
-            raise ReaderError(f"{init} was trained on {load_config(init).encoder}, not {encoder_dir.name}")
+        trained_on = load_config(init).encoder
+        if trained_on != encoder_dir.name:
+            raise ReaderError(f"{init} was trained on {trained_on}, not {encoder_dir.name}")
         try:
             model = PeftModel.from_pretrained(model, str(init), is_trainable=True)
         except (ValueError, RuntimeError, OSError) as exc:

@@ -228,8 +228,9 @@ QUESTION_FEATURES = (
     "question_length",
     "titles_in_question",
 )
-#: The first candidate-feature column of a node's features.
-CAND_OFFSET = len(NODE_TYPES) + len(QUESTION_FEATURES) + len(DOC_FEATURES)
+#: The first document-feature and candidate-feature columns of a node's features.
+DOC_OFFSET = len(NODE_TYPES) + len(QUESTION_FEATURES)
+CAND_OFFSET = DOC_OFFSET + len(DOC_FEATURES)
 NODE_DIM = CAND_OFFSET + len(CAND_FEATURES)
 #: The node features of graphs built before linked reads (checkpoints trained on them still load).
 NODE_DIM_BEFORE_LINKS = NODE_DIM - len(LINKED_FEATURES)
@@ -602,8 +603,7 @@ def build_graph(
         max(range(len(clusters)), key=lambda i: max(f.logprobs[m] for m in clusters[i].members), default=-1),
     )
     x = torch.zeros(first + len(clusters), NODE_DIM)
-    q_off = len(NODE_TYPES)
-    d_off = q_off + len(QUESTION_FEATURES)
+    q_off, d_off = len(NODE_TYPES), DOC_OFFSET
     c_off = CAND_OFFSET
     x[0, 0] = 1.0
     x[0, q_off:d_off] = torch.tensor(_question_features(f))

@@ -489,7 +489,7 @@ def _lora_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description", default="", help="lora: one line for the registry")
     p.add_argument("--r", type=_positive, default=8, help="lora: rank (alpha = 2r)")
     p.add_argument("--layers", type=_positive, help="lora: adapt only the top N layers (default: all)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: lora 3e-4, reader 1e-3)")
+    p.add_argument("--lr", type=_rate, help="peak learning rate (default: lora 3e-4, reader 1e-3)")
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--max-len", type=_positive, default=192, help="lora: longer examples are skipped")
     p.add_argument("--general-share", type=float, default=0.3, help="lora: share of general examples")
@@ -501,6 +501,13 @@ def _lora_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="lora: start from this adapter's weights; reader: from this reader checkpoint (trained further)",
     )
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a learning rate is between 0 and 1, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:

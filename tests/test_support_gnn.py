@@ -23,11 +23,10 @@ from agents.support_graph import (
     CAND_FEATURES,
     CAND_OFFSET,
     DOC_FEATURES,
+    DOC_OFFSET,
     EDGE_DIM,
     NODE_DIM,
     NODE_DIM_BEFORE_LINKS,
-    NODE_TYPES,
-    QUESTION_FEATURES,
     RELATIONS,
     Doc,
     LinkedReading,
@@ -142,7 +141,7 @@ def test_bridges_other_spans_and_no_answer_margins_are_in_the_graph() -> None:
     assert g.data.edge_index[:, named].tolist() == [g.first_candidate, 2]  # candidate 0 -> document d1
 
     def doc(i: int, name: str) -> float:
-        return float(g.data.x[1 + i, len(NODE_TYPES) + len(QUESTION_FEATURES) + DOC_FEATURES.index(name)])
+        return float(g.data.x[1 + i, DOC_OFFSET + DOC_FEATURES.index(name)])
 
     def cand(i: int, name: str) -> float:
         return _cand(g, i, name)
@@ -443,6 +442,10 @@ def test_train_gnn_refuses_bad_sets(
     init = ["--init", str(tmp_path / "rc"), "--lr", "1e-4"]
     assert main(["train", "reader", "--data", str(tmp_path), "--sets", "rc/tiny", *init]) != 0
     assert "is not a reader checkpoint" in capsys.readouterr().err
+    for rate in ("-1e-4", "0", "2"):  # a learning rate that cannot train: refused by the parser
+        with pytest.raises(SystemExit) as exited:
+            main(["train", "reader", "--data", str(tmp_path), "--sets", "rc/tiny", f"--lr={rate}"])
+        assert exited.value.code == 2 and "learning rate is between 0 and 1" in capsys.readouterr().err
 
 
 def test_a_missing_support_gnn_checkpoint_is_a_503_that_says_so(
