@@ -63,5 +63,9 @@ class ReaderError(AgentError):
     pass
 
 
+class TrainingDiverged(ReaderError):
+    """A reader training run whose loss went back to a uniform guess's: nothing is written."""
+
+
 class CheckpointError(AgentError):
     """A support-GNN checkpoint that is missing, unreadable or built for other features."""

@@ -4,12 +4,13 @@ reading, the examples built from a set, and the graph reading with it (no model 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from agents.errors import ReaderError
+from agents.errors import ReaderError, TrainingDiverged
 from agents.extractive_reader import CONFIG_NAME, ExtractiveReader, best_span, top_spans
 from agents.reader_training import ReaderTrainConfig, SpanExample, locate, train_reader
 from api.evaluation.reader_data import span_examples, titles_of
@@ -139,6 +140,22 @@ def test_training_is_deterministic_and_resumes_where_it_stopped(
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
     assert not (tmp_path / "work" / "snapshot.pt").exists()
+
+
+def test_a_run_that_diverges_stops_early_and_keeps_the_checkpoint_it_would_replace(
+    trained: tuple[Path, list[float]], encoder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "reader"
+    shutil.copytree(trained[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    logged: list[str] = []
+    collapsed = r"diverged at step 9/90: .* uniform guess's \(4\.16\)"  # ln 64
+    with pytest.raises(TrainingDiverged, match=collapsed) as info:
+        train_reader(_examples(), encoder, out, _config(lr=0.5), work_dir=tmp_path / "w", log=logged.append)
+    assert "--lr" in str(info.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the good checkpoint stays
+    assert not (tmp_path / "w" / "snapshot.pt").exists()  # nothing to resume into the same collapse
+    assert not any("step 10/" in m for m in logged)  # stopped early, not after the whole run
 
 
 def test_training_further_starts_from_the_checkpoint_and_records_where_it_started(
