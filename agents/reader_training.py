@@ -248,15 +248,13 @@ def train_reader(
             epoch_loss += value
             recent = [*recent, value][-config.snapshot_every :]
             step += 1
-            if (
-                step >= total / 10
-                and len(recent) == config.snapshot_every
-                and sum(recent) / len(recent) >= DIVERGED_SHARE * chance
-            ):
+            stretch = sum(recent) / len(recent)  # the last snapshot_every steps' mean loss
+            full = len(recent) == config.snapshot_every
+            if step >= total / 10 and full and stretch >= DIVERGED_SHARE * chance:
                 snapshot.unlink(missing_ok=True)  # a diverged state is not worth resuming
                 raise TrainingDiverged(
                     f"training diverged at step {step}/{total}: the last {len(recent)} steps' mean loss "
-                    f"{sum(recent) / len(recent):.2f} is a uniform guess's ({chance:.2f}); nothing "
+                    f"{stretch:.2f} is a uniform guess's ({chance:.2f}); nothing "
                     f"written to {out}. Try a lower --lr (this run: {config.lr:g}) or another --seed"
                 )
             if step % config.snapshot_every == 0 or step == total:
