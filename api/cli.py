@@ -167,6 +167,7 @@ def cmd_ask(args: argparse.Namespace, services: Any) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Any) -> int:
+    from agents.generation.cpu_features import prompt_precision
     from agents.model_prep import (
         DEFAULT_GENERATOR,
         folder_bytes,
@@ -204,6 +205,7 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
             "prepared": is_prepared(gen_path),
             "bytes": folder_bytes(gen_path) if gen_path.exists() else 0,
             "quantize": settings.generator_quantize,
+            "prefill": prompt_precision(settings.generator_quantize, settings.generator_prefill),
         },
         {
             "role": "embedder",
@@ -240,6 +242,8 @@ def cmd_models(args: argparse.Namespace, settings: Any) -> int:
             print(
                 f"{r['role']:<10} {r['name']:<30} {r['bytes'] / 1e6:9.1f} MB  {state}\n{'':<10} {r['path']}"
             )
+            if "prefill" in r:
+                print(f"{'':<10} weights {r['quantize']}, prompts {r['prefill']}")
     return 0
 
 

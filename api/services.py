@@ -143,7 +143,11 @@ class Services:
 
         configure_torch(s.torch_threads)
         return TransformersGenerator(
-            path, quantize=s.generator_quantize, adapters=specs, max_prompt_tokens=s.max_prompt_tokens
+            path,
+            quantize=s.generator_quantize,
+            prefill=s.generator_prefill,
+            adapters=specs,
+            max_prompt_tokens=s.max_prompt_tokens,
         )
 
     @property

@@ -13,7 +13,7 @@ Every number comes from the backend's own ``Generator`` (what ragnet serves with
 
     RAGNET_DATA_DIR=… .venv/bin/python bench/generation.py [--backends fp32,int8] \
         [--adapter agents/models/adapters/banking] [--openai-url http://127.0.0.1:8001/v1] \
-        [--batches 1,8] [--new-tokens 64] [--repeats 2]
+        [--batches 1,8] [--new-tokens 64] [--repeats 2] [--prefill auto|fp32|bf16]
 
 Prints one JSON object per (backend, adapter, batch), then a summary object on its last line.
 Run it on an otherwise idle machine: on 2 cores any other load halves the numbers.
@@ -92,7 +92,9 @@ def measure(
     }
 
 
-def build(backend: str, settings: Settings, adapters: list[AdapterSpec], url: str | None) -> Generator:
+def build(
+    backend: str, settings: Settings, adapters: list[AdapterSpec], url: str | None, prefill: str
+) -> Generator:
     if backend == "openai":
         from agents.generation.openai_backend import OpenAIGenerator
 
@@ -104,7 +106,7 @@ def build(backend: str, settings: Settings, adapters: list[AdapterSpec], url: st
 
     path = settings.generator_path or generator_dir(settings.models_dir)
     quantize = "none" if backend == "fp32" else backend  # int8, bf16, int8-weights, int4-weights
-    return TransformersGenerator(path, quantize=quantize, adapters=adapters)  # type: ignore[arg-type]
+    return TransformersGenerator(path, quantize=quantize, prefill=prefill, adapters=adapters)  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -117,20 +119,27 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--prefill",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="prompt precision of the weight-only backends (RAGNET_GENERATOR_PREFILL)",
+    )
     args = parser.parse_args()
 
     settings = Settings()
     specs = [AdapterSpec(args.adapter.name.lower(), args.adapter)] if args.adapter else shipped_specs()[:1]
     rows = []
     for backend in filter(None, args.backends.split(",")):
-        gen = build(backend, settings, specs, args.openai_url)
+        gen = build(backend, settings, specs, args.openai_url, args.prefill)
         if backend == "openai":
             names = [None, args.openai_adapter] if args.openai_adapter else [None]
         else:
             names = [None, specs[0].name] if specs else [None]
         for adapter in names:
             for batch in (int(b) for b in args.batches.split(",")):
-                row = {"backend": backend, "adapter": adapter, "batch": batch}
+                row = {"backend": backend, "prefill": getattr(gen, "prefill", None), "adapter": adapter}
+                row["batch"] = batch
                 row.update(measure(gen, adapter, batch, args.new_tokens, args.prompt_tokens, args.repeats))
                 print(json.dumps(row), flush=True)
                 rows.append(row)

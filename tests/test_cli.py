@@ -133,6 +133,9 @@ def test_models_lists_what_is_prepared(env: Settings, capsys: pytest.CaptureFixt
     by_role = {r["role"]: r for r in rows}
     assert set(by_role) == {"generator", "embedder", "reader"}  # the span reader is the default
     assert all(by_role[r]["prepared"] and by_role[r]["bytes"] > 0 for r in ("generator", "embedder"))
+    assert by_role["generator"]["prefill"] == "fp32"  # the tests' generator holds fp32 weights only
+    assert main(["models"]) == 0
+    assert "weights none, prompts fp32" in capsys.readouterr().out
     # the shipped reader is there, its encoder (e5) is not converted in this data folder yet
     assert by_role["reader"]["bytes"] > 0 and not by_role["reader"]["prepared"]
 

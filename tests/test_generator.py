@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -68,12 +69,23 @@ def two_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     ]
 
 
-@pytest.mark.parametrize("quantize", ["none", "int8", "bf16", "int8-weights", "int4-weights"])
+@pytest.mark.parametrize(
+    ("quantize", "prefill"),
+    [
+        ("none", "auto"),
+        ("int8", "auto"),
+        ("bf16", "auto"),
+        ("int8-weights", "fp32"),
+        ("int8-weights", "bf16"),
+        ("int4-weights", "bf16"),
+    ],
+)
 def test_adapters_per_request_base_off_and_weighted_mix(
-    tiny_model_dir: Path, two_adapters: list[AdapterSpec], quantize: str
+    tiny_model_dir: Path, two_adapters: list[AdapterSpec], quantize: str, prefill: str
 ) -> None:
-    plain = TransformersGenerator(tiny_model_dir, quantize=quantize)  # type: ignore[arg-type]
-    gen = TransformersGenerator(tiny_model_dir, quantize=quantize, adapters=two_adapters)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"quantize": quantize, "prefill": prefill}
+    plain = TransformersGenerator(tiny_model_dir, **kw)
+    gen = TransformersGenerator(tiny_model_dir, adapters=two_adapters, **kw)
     assert gen.adapters == ["alpha", "beta"]
 
     def text(**kw: object) -> str:
@@ -118,6 +130,27 @@ def test_weight_only_generator_swaps_the_base_layers_not_the_lora_factors(
     assert lora and all(isinstance(m.base_layer, WeightOnlyLinear) for m in lora)
     assert all(type(f) is torch.nn.Linear for m in lora for f in m.lora_A.values())
     assert sum(isinstance(m, WeightOnlyLinear) for m in modules) > len(lora)  # MLPs and lm_head too
+
+
+@pytest.mark.parametrize(
+    ("quantize", "prefill", "runs"),
+    [("int8-weights", "bf16", "bf16"), ("int4-weights", "fp32", "fp32"), ("none", "bf16", "fp32")],
+)
+def test_prompt_precision_is_what_the_layers_run(
+    tiny_model_dir: Path, quantize: str, prefill: str, runs: str
+) -> None:
+    from agents.generation.weight_only import WeightOnlyLinear
+
+    gen = TransformersGenerator(tiny_model_dir, quantize=quantize, prefill=prefill)  # type: ignore[arg-type]
+    assert gen.prefill == runs  # "none" holds fp32 weights only: prefill applies to weight-only modes
+    layers = [m for m in gen._model.modules() if isinstance(m, WeightOnlyLinear)]
+    head = gen._model.get_output_embeddings()
+    assert all(m.prefill == runs for m in layers if m is not head) and bool(layers) == (quantize != "none")
+    if layers:  # the vocabulary projection reads one row per sequence: it keeps no bf16 copy
+        assert isinstance(head, WeightOnlyLinear) and head.prefill == "fp32"
+    long_prompt = [{"role": "user", "content": "tell me " * 20}]  # past the decode-row cut
+    out = gen.generate(GenerationRequest(messages=long_prompt, max_tokens=4))  # type: ignore[arg-type]
+    assert out.prompt_tokens > 16 and out.completion_tokens > 0
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:

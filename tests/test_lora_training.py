@@ -181,7 +181,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_cli_trains_and_measures_an_adapter(
-    env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _intents_file(tmp_path / "intents.jsonl", copies=6)
     general = _general_file(tmp_path / "general.jsonl")
@@ -193,6 +193,7 @@ def test_cli_trains_and_measures_an_adapter(
     assert result["complete"] and result["out"] == str(folder) and "RAGNET_ADAPTERS=" in err
     assert json.loads((folder / "ragnet_adapter.json").read_text())["holdout"] == 0.2
 
+    monkeypatch.setenv("RAGNET_GENERATOR_PREFILL", "bf16")
     assert main(["eval", "adapter", "--adapter", str(folder), "--data", str(data), "--limit", "4"]) == 0
     out, err = capsys.readouterr()
     report = json.loads(out.strip().splitlines()[-1])
@@ -202,6 +203,7 @@ def test_cli_trains_and_measures_an_adapter(
     assert report["base_prompt_tokens"] > report["adapter_prompt_tokens"]  # the base model gets the labels
     assert report["router"].startswith("off")
     assert report["quantize"] == "int8-weights"  # the generator as served (the default here)
+    assert report["prefill"] == "bf16"  # RAGNET_GENERATOR_PREFILL reaches it (set below)
 
 
 def test_cli_refuses_bad_input(env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

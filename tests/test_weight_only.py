@@ -51,3 +51,27 @@ def test_shapes_the_kernels_cannot_take_are_refused_or_left_fp32() -> None:
     assert isinstance(net.proj, WeightOnlyLinear)
     assert type(net.odd) is torch.nn.Linear  # left fp32
     assert type(net.lora_A["default"]) is torch.nn.Linear  # LoRA factors stay fp32
+
+
+def test_bf16_prefill_runs_prompts_on_a_bf16_copy_and_stays_close() -> None:
+    torch.manual_seed(2)
+    linear = torch.nn.Linear(64, 32)
+    layer = WeightOnlyLinear(linear, 8, prefill="bf16")
+    assert layer.w16.dtype == torch.bfloat16 and layer.weight is linear.weight  # fp32 kept for readers
+    prompt = torch.randn(1, DECODE_ROWS + 1, 64)
+    with torch.inference_mode():
+        got, want = layer(prompt), linear(prompt)
+        no_bias = WeightOnlyLinear(torch.nn.Linear(64, 32, bias=False), 8, prefill="bf16")(prompt)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert not torch.equal(got, want)  # the bf16 copy ran, not the fp32 weights
+    assert _cosine(got, want) > 0.9999
+    assert no_bias.shape == want.shape
+    # Decode steps take the int8 path either way.
+    step = torch.randn(1, 1, 64)
+    with torch.inference_mode():
+        assert torch.equal(layer(step), WeightOnlyLinear(linear, 8)(step))
+
+
+def test_quantize_weights_passes_the_prefill_precision_on() -> None:
+    net = quantize_weights(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 32)), 4, "bf16")
+    assert [m.prefill for m in net if isinstance(m, WeightOnlyLinear)] == ["bf16", "bf16"]

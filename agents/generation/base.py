@@ -10,6 +10,10 @@ from typing import Literal, Protocol, TypedDict
 #: dynamic int8 (weights and activations); int8 or int4 weights with bf16 activations for decode
 #: steps (agents/generation/weight_only.py).
 Quantize = Literal["none", "int8", "bf16", "int8-weights", "int4-weights"]
+#: How the weight-only modes run a prompt's matrix products: with the fp32 weights, with a bfloat16
+#: copy (~2x faster on CPUs that multiply bfloat16 natively, slower on the others), or "auto": bf16
+#: where the CPU has AMX-BF16 or AVX512-BF16 (agents/generation/cpu_features.py), fp32 elsewhere.
+Prefill = Literal["auto", "fp32", "bf16"]
 
 
 class ChatMessage(TypedDict):

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from agents.adapters import AdapterSpec, check_adapter
 from agents.errors import GenerationError, InvalidPrompt, ModelNotPrepared, UnknownAdapter
-from agents.generation.base import Generation, GenerationRequest, Quantize
+from agents.generation.base import Generation, GenerationRequest, Prefill, Quantize
+from agents.generation.cpu_features import prompt_precision, resolve_prefill
 
 
 def configure_torch(threads: int | None) -> None:
@@ -36,6 +37,7 @@ class TransformersGenerator:
         path: Path,
         *,
         quantize: Quantize = "none",
+        prefill: Prefill = "auto",
         adapters: Sequence[AdapterSpec] = (),
         max_prompt_tokens: int | None = None,
     ) -> None:
@@ -47,6 +49,9 @@ class TransformersGenerator:
         for spec in adapters:  # refuse a foreign adapter before loading anything heavy
             check_adapter(spec.path, path)
         self.name = path.name
+        #: The precision of a prompt's matrix products: ``prefill`` resolved on this CPU for the
+        #: weight-only modes; the others run prompts as they hold their weights.
+        self.prefill = prompt_precision(quantize, prefill)
         self._torch = torch
         self._max_prompt_tokens = max_prompt_tokens
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -68,7 +73,7 @@ class TransformersGenerator:
         elif quantize in ("int8-weights", "int4-weights"):
             from agents.generation.weight_only import quantize_weights
 
-            model = quantize_weights(model, 8 if quantize == "int8-weights" else 4)
+            model = quantize_weights(model, 8 if quantize == "int8-weights" else 4, resolve_prefill(prefill))
         self._model: Any = model
         self._layers: list[Any] | None = None
         self._lock = threading.Lock()

@@ -5,8 +5,10 @@ Decoding one token reads every weight once, so on a CPU it is bound by memory, n
 weight — int8 per output channel, or int4 in groups of 32 with a scale and zero point — and multiply
 it with bfloat16 activations through torch's packed CPU kernels (``_weight_int8pack_mm``,
 ``_weight_int4pack_mm_for_cpu``). Only small inputs (decode steps: one row per sequence) take that
-path; a prompt (many rows at once) runs the original fp32 weights, where fp32 GEMM is faster than the
-packed kernels, so prefill is exactly the fp32 model's. Activations are never quantised (dynamic int8
+path; a prompt (many rows at once) is compute-bound, not memory-bound, and runs either the original
+fp32 weights (``prefill="fp32"``: exactly the fp32 model's prefill) or a bfloat16 copy of them
+(``prefill="bf16"``: ~2x faster on CPUs with AMX-BF16 or AVX512-BF16, see cpu_features.py; the
+products accumulate in fp32 and come back as fp32). Activations are never quantised (dynamic int8
 quantises them and costs the extractive answers half their F1, see README).
 
 The default generator's weights come from a Q4_K_M / Q5_0 GGUF, so int8 per channel holds them almost
@@ -20,7 +22,8 @@ from typing import Any, Literal
 import torch
 
 Bits = Literal[8, 4]
-#: Inputs with more rows than this (prompts) use the fp32 weights.
+PrefillDtype = Literal["fp32", "bf16"]
+#: Inputs with more rows than this (prompts) use the fp32 weights or their bf16 copy.
 DECODE_ROWS = 16
 INT4_GROUP = 32
 #: torch's int4 CPU packing needs output features in multiples of 16, and its int8 kernel input
@@ -36,8 +39,9 @@ class WeightOnlyLinear(torch.nn.Module):
     scale: torch.Tensor
     packed: torch.Tensor
     scale_zero: torch.Tensor
+    w16: torch.Tensor
 
-    def __init__(self, linear: torch.nn.Linear, bits: Bits) -> None:
+    def __init__(self, linear: torch.nn.Linear, bits: Bits, prefill: PrefillDtype = "fp32") -> None:
         super().__init__()
         if not packable(linear, bits):
             raise ValueError(
@@ -46,7 +50,11 @@ class WeightOnlyLinear(torch.nn.Module):
             )
         weight = linear.weight.detach().float()
         self.bits = bits
-        self.fp32 = linear  # prompts; also what PEFT and .weight readers see
+        self.prefill = prefill
+        self.fp32 = linear  # prompts (prefill="fp32"); also what PEFT and .weight readers see
+        if prefill == "bf16":
+            # stored (in, out): a plain matmul on this layout is ~1.4x faster than F.linear's (out, in)
+            self.register_buffer("w16", weight.t().to(torch.bfloat16).contiguous(), persistent=False)
         if bits == 8:
             scale = (weight.abs().amax(1) / 127).clamp(min=1e-12)
             q8 = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
@@ -76,7 +84,10 @@ class WeightOnlyLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if rows > DECODE_ROWS:
-            return self.fp32(x)
+            if self.prefill == "fp32":
+                return self.fp32(x)
+            y = torch.matmul(x.to(torch.bfloat16), self.w16).to(x.dtype)
+            return y if self.fp32.bias is None else y + self.fp32.bias
         flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
         if self.bits == 8:
             y = torch._weight_int8pack_mm(flat, self.q8, self.scale)
@@ -86,7 +97,7 @@ class WeightOnlyLinear(torch.nn.Module):
         return y if self.fp32.bias is None else y + self.fp32.bias
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, bits={self.bits}"
+        return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, prefill={self.prefill}"
 
 
 def _pack_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,11 +121,14 @@ def packable(linear: torch.nn.Linear, bits: Bits) -> bool:
     return linear.in_features % INT4_GROUP == 0 and linear.out_features % INT4_ROWS == 0
 
 
-def quantize_weights(model: Any, bits: Bits) -> Any:
+def quantize_weights(model: Any, bits: Bits, prefill: PrefillDtype = "fp32") -> Any:
     """Swap every Linear layer of ``model`` (LoRA factors excepted: they stay fp32 and tiny) for a
-    WeightOnlyLinear, in place; returns the model. A layer int4 cannot pack (input columns not a
-    multiple of 32, output rows not a multiple of 16) or int8 cannot (input columns not a multiple
-    of 16) stays fp32."""
+    WeightOnlyLinear running prompts in ``prefill`` precision, in place; returns the model. A layer
+    int4 cannot pack (input columns not a multiple of 32, output rows not a multiple of 16) or int8
+    cannot (input columns not a multiple of 16) stays fp32."""
+    # The vocabulary projection sees one row per sequence (generation keeps the last position's
+    # logits only), so a bf16 copy of it (272 MB for the default generator) would never be read.
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     swaps = []
     for name, module in model.named_modules():
         for child_name, child in module.named_children():
@@ -125,5 +139,5 @@ def quantize_weights(model: Any, bits: Bits) -> Any:
                 continue
             swaps.append((module, child_name, child))
     for module, child_name, child in swaps:
-        setattr(module, child_name, WeightOnlyLinear(child, bits))
+        setattr(module, child_name, WeightOnlyLinear(child, bits, "fp32" if child is head else prefill))
     return model

@@ -217,7 +217,9 @@ def eval_adapter(
     from agents.generation.transformers_backend import TransformersGenerator
 
     # the generator as served (RAGNET_GENERATOR_QUANTIZE), so the numbers are what users get
-    gen = TransformersGenerator(base, quantize=settings.generator_quantize, adapters=[spec])
+    gen = TransformersGenerator(
+        base, quantize=settings.generator_quantize, prefill=settings.generator_prefill, adapters=[spec]
+    )
     base_prompts = [_intent_label_prompt(e, labels) if e.label else e.prompt() for e in domain]
     log(f"domain: {len(domain)} held-out examples, base model then adapter")
     base_gens = _generate(gen, base_prompts, None)
@@ -240,6 +242,7 @@ def eval_adapter(
         "adapter_prompt_tokens": _mean([g.prompt_tokens for g in adapter_gens], 1),
         "router": router_how,
         "quantize": settings.generator_quantize,
+        "prefill": gen.prefill,
     }
     if general is not None:
         questions = read_examples(general, holdout=_holdout_for(general, meta, holdout, log), side="held")
