@@ -138,8 +138,12 @@ def main() -> int:
             names = [None, specs[0].name] if specs else [None]
         for adapter in names:
             for batch in (int(b) for b in args.batches.split(",")):
-                row = {"backend": backend, "prefill": getattr(gen, "prefill", None), "adapter": adapter}
-                row["batch"] = batch
+                row = {
+                    "backend": backend,
+                    "prefill": getattr(gen, "prefill", None),  # the openai backend has none
+                    "adapter": adapter,
+                    "batch": batch,
+                }
                 row.update(measure(gen, adapter, batch, args.new_tokens, args.prompt_tokens, args.repeats))
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -49,9 +49,10 @@ class TransformersGenerator:
         for spec in adapters:  # refuse a foreign adapter before loading anything heavy
             check_adapter(spec.path, path)
         self.name = path.name
-        #: The precision of a prompt's matrix products: ``prefill`` resolved on this CPU for the
-        #: weight-only modes; the others run prompts as they hold their weights.
-        self.prefill = prompt_precision(quantize, prefill)
+        prompts = resolve_prefill(prefill)  # on this CPU, for the weight-only modes
+        #: The precision of a prompt's matrix products: ``prompts`` for the weight-only modes; the
+        #: others run prompts as they hold their weights.
+        self.prefill = prompt_precision(quantize, prompts)
         self._torch = torch
         self._max_prompt_tokens = max_prompt_tokens
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -73,7 +74,7 @@ class TransformersGenerator:
         elif quantize in ("int8-weights", "int4-weights"):
             from agents.generation.weight_only import quantize_weights
 
-            model = quantize_weights(model, 8 if quantize == "int8-weights" else 4, resolve_prefill(prefill))
+            model = quantize_weights(model, 8 if quantize == "int8-weights" else 4, prompts)
         self._model: Any = model
         self._layers: list[Any] | None = None
         self._lock = threading.Lock()
