@@ -140,12 +140,16 @@ def test_models_lists_what_is_prepared(env: Settings, capsys: pytest.CaptureFixt
     assert by_role["reader"]["bytes"] > 0 and not by_role["reader"]["prepared"]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [("RAGNET_TOP_K", "0", "top_k"), ("RAGNET_GENERATOR_PREFILL", "fp16", "'auto', 'fp32' or 'bf16'")],
+)
 def test_invalid_settings_are_reported(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str, named: str
 ) -> None:
-    monkeypatch.setenv("RAGNET_TOP_K", "0")
+    monkeypatch.setenv(variable, value)
     assert main(["kbs"]) == 2
-    assert "top_k" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
 
 
 def test_cli_bad_input(
