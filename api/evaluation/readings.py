@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from agents.generation.base import GenerationRequest
-from agents.generation.cpu_features import prompt_precision
 from agents.linked_reading import read_linked
 from agents.reading import READ_INSTRUCTION, read_messages
 from agents.support_graph import Doc, LinkedReading, Reading, doc_of
@@ -136,8 +135,10 @@ def cache_path(services: Services, kb: str, questions: Path, depth: int) -> Path
         generator = services.generator.name  # the model folder's name
         quantize = services.settings.generator_quantize
         key = f"{READ_INSTRUCTION}|{generator}|{quantize}|{depth}|{READ_TOKENS}"
-        prefill = prompt_precision(quantize, services.settings.generator_prefill)
-        if prefill == "bf16" and quantize != "bf16":  # a bf16 prompt pass reads a little differently
+        # what the loaded generator resolved on this CPU (the in-process one only): a bf16 prompt
+        # pass under int8/int4 weights reads a little differently
+        prompts = getattr(services.generator, "prefill", None)
+        if prompts == "bf16" and quantize in ("int8-weights", "int4-weights"):
             key += "|bf16-prefill"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     name = f"{kb}--{questions.parent.name}-{questions.stem}--{digest}.jsonl"
