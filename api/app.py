@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api import errors
-from api.routes import adapters, admin, admin_page, health, search
+from api.routes import adapters, admin, admin_page, assistants, handoffs, health, openai_compat, search
 from api.services import Services
 from api.settings import Settings
 
@@ -27,7 +27,9 @@ def create_app(
         if warm:
             _ = services.store, services.generator  # fail at start, not on the first request
         services.jobs.start()  # resumes jobs a crash or restart interrupted
+        services.webhooks.start()  # and handoff webhooks still pending
         yield
+        services.webhooks.stop()
         services.jobs.stop()
         if owned:
             services.close()
@@ -44,6 +46,9 @@ def create_app(
     app.include_router(search.router)
     app.include_router(adapters.router)
     app.include_router(admin.router)
+    app.include_router(assistants.router)
+    app.include_router(handoffs.router)
+    app.include_router(openai_compat.router)
     app.include_router(admin_page.router)
 
     @app.middleware("http")

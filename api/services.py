@@ -17,15 +17,20 @@ import numpy as np
 from agents.adapters import AdapterRegistry, AdapterSpec, shipped_specs
 from agents.errors import ModelNotPrepared, UnknownAdapter
 from agents.extractive_reader import SpanReader
-from agents.generation.base import Generator
+from agents.faq_match import CosineScorer, FaqScorer
+from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from agents.generation.routed import RoutedGenerator
 from agents.model_prep import generator_dir, is_prepared
+from agents.query_rewrite import QueryRewriter
 from agents.reading import OverlapSupportScorer, SupportScorer
 from agents.routing import BaseOnlyRouter, Route, Router, route_request
 from api.jobs import JobRunner
 from api.settings import Settings
+from api.webhooks import WebhookSender
+from graph.copilot import CopilotContext, build_copilot_graph
 from graph.search_qa import AgenticContext, build_agentic_graph
 from retrieval.chunking import Chunker
+from retrieval.copilot_store import CopilotStore
 from retrieval.documents import EMBED_FORMAT
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder, default_embedder_path
 from retrieval.ingest import Ingestor
@@ -318,6 +323,62 @@ class Services:
         )
 
     @property
+    def faq_scorer(self) -> FaqScorer:
+        """How a question's FAQ candidates are scored for a verbatim answer (agents/faq_match.py)."""
+        return self._once("faq_scorer", CosineScorer)
+
+    @property
+    def copilot_store(self) -> CopilotStore:
+        """Assistants, sessions, messages, handoffs and feedback, in the metadata database."""
+        return self._once("copilot_store", lambda: CopilotStore(self.metadata.engine))
+
+    @property
+    def copilot_graph(self) -> Any:
+        return self._once("copilot_graph", build_copilot_graph)
+
+    @property
+    def rewriter(self) -> QueryRewriter:
+        """The copilot's follow-up rewriter: rules, and the generator (base model) where they do not fit."""
+
+        def build() -> QueryRewriter:
+            def generate(messages: Sequence[ChatMessage], max_tokens: int) -> str:
+                request = GenerationRequest(messages=messages, max_tokens=max_tokens, temperature=0.0)
+                return self.generator.generate(request).text
+
+            return QueryRewriter(generate, use_model=self.settings.copilot_rewrite_model)
+
+        return self._once("rewriter", build)
+
+    def copilot_context(
+        self, route: Route | None = None, stopped: Callable[[], bool] | None = None
+    ) -> CopilotContext:
+        """The copilot graph's context for one turn, generating on ``route``'s adapters."""
+        s = self.settings
+        generator = self.generator
+        if route is not None and route.adapters:
+            generator = RoutedGenerator(generator, route.adapters)
+        return CopilotContext(
+            search=self.retriever.search,
+            search_faqs=self.retriever.search_faqs,
+            faq_scorer=self.faq_scorer,
+            generator=generator,
+            rewriter=self.rewriter,
+            score_threshold=s.evidence_threshold(self.embedder.name),
+            max_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            repetition_penalty=s.repetition_penalty,
+            history_tokens=s.copilot_history_tokens,
+            stopped=stopped or (lambda: False),
+        )
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """Handoff webhooks, POSTed off the reply path with a timeout and retries."""
+        s = self.settings
+        build = lambda: WebhookSender(self.copilot_store, s.webhook_timeout_s, s.webhook_retries)  # noqa: E731
+        return self._once("webhooks", build)
+
+    @property
     def knowledge(self) -> KnowledgeAdmin:
         build = lambda: KnowledgeAdmin(self.store, self.metadata, self.ingestor, self.ingestor.locks)  # noqa: E731
         return self._once("knowledge", build)
@@ -336,6 +397,9 @@ class Services:
             runner = self._parts.pop("jobs", None)
             if runner is not None:
                 runner.stop()
+            sender = self._parts.pop("webhooks", None)
+            if sender is not None:
+                sender.stop()
             for name in ("store", "metadata"):
                 part = self._parts.pop(name, None)
                 if part is not None:
@@ -344,7 +408,7 @@ class Services:
             if saver is not None:
                 saver.conn.close()
             self._parts.pop("agentic_graph", None)
-            for name in ("retriever", "ingestor", "knowledge"):  # they hold the closed parts
+            for name in ("retriever", "ingestor", "knowledge", "copilot_store"):  # they hold the closed parts
                 self._parts.pop(name, None)
 
     def is_loaded(self, name: str) -> bool:

@@ -289,6 +289,37 @@ class Settings(BaseSettings):
         description="One HTTP upload request (all its files) larger than this gets 413.",
     )
 
+    # --- copilot -------------------------------------------------------------------------
+    max_history_turns: int = Field(
+        default=50,
+        ge=1,
+        description="Messages a copilot request may carry (stateless history plus the new one) or a "
+        "session may hold; more gets 422 (start a new session).",
+    )
+    copilot_history_tokens: int = Field(
+        default=768,
+        ge=0,
+        description="Tokens of earlier turns the copilot's generator sees, newest first (the 0.5B model's "
+        "context is short; retrieval sees the rewritten question, not the history).",
+    )
+    copilot_rewrite_model: bool = Field(
+        default=True,
+        description="Let the generator rewrite follow-ups the rules cannot resolve (one short LLM call); "
+        "false: rules only.",
+    )
+    sse_heartbeat_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A comment line on idle event streams, so proxies keep them open.",
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="One handoff webhook POST's deadline."
+    )
+    webhook_retries: int = Field(
+        default=3, ge=0, le=10, description="Further tries of a failed handoff webhook (backoff 1, 2, 4 … s)."
+    )
+
     # --- auth ----------------------------------------------------------------------------
     auth: Literal["keys", "none"] = Field(
         default="keys",

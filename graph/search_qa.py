@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -31,6 +31,7 @@ from agents.answering import attribute, fallback_messages, grounded_messages
 from agents.extractive_reader import SpanReader
 from agents.generation.base import ChatMessage, GenerationRequest, Generator
 from agents.reading import Candidate, OverlapSupportScorer, SupportScorer, candidate_of, read_messages
+from graph.common import add_times, citations, hit_from_dict, hit_to_dict, ms
 from retrieval.documents import Hit
 
 SearchFn = Callable[[str, str, int], list[Hit]]
@@ -43,18 +44,6 @@ RECURSION_LIMIT = 200
 
 #: What backtracking tries, in turn.
 STRATEGIES = ("model plan", "re-plan avoiding failed steps", "whole question")
-
-
-def _add_times(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
-    """Timings add up across hops."""
-    out = dict(left)
-    for key, value in right.items():
-        out[key] = round(out.get(key, 0.0) + value, 1)
-    return out
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
 
 
 class Budgets(TypedDict):
@@ -98,7 +87,7 @@ class AgenticState(TypedDict, total=False):
     grounded: bool
     citations: list[dict[str, Any]]
     claims: list[dict[str, Any]]
-    timings: Annotated[dict[str, float], _add_times]
+    timings: Annotated[dict[str, float], add_times]
 
 
 @dataclass(frozen=True)
@@ -121,19 +110,6 @@ class AgenticContext:
     #: Reads each step's documents instead of prompting the generator (no LLM call); None = the
     #: generator reads (one batched call).
     span_reader: SpanReader | None = None
-
-
-# --- hits as plain data (checkpointable) -------------------------------------------------------
-#: Hit fields kept in the state (metadata and per-retriever scores stay out of the checkpoints).
-_HIT_FIELDS = tuple(f.name for f in fields(Hit) if f.name not in ("metadata", "retrievers"))
-
-
-def hit_to_dict(hit: Hit) -> dict[str, Any]:
-    return {name: getattr(hit, name) for name in _HIT_FIELDS}
-
-
-def hit_from_dict(data: dict[str, Any]) -> Hit:
-    return Hit(**{k: data[k] for k in _HIT_FIELDS if k in data})
 
 
 def _is_evidence(hit: dict[str, Any], threshold: float) -> bool:
@@ -220,7 +196,7 @@ def single(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, A
     t0 = time.perf_counter()
     hits = ctx.search(state["kb"], state["question"], state.get("top_k", 2))
     evidence = [h for h in hits if h.evidence_score >= ctx.score_threshold]
-    times = {"retrieve_ms": _ms(t0)}
+    times = {"retrieve_ms": ms(t0)}
     runtime.stream_writer({"event": "retrieval", "hits": len(hits), "evidence": len(evidence)})
     trace = _event(
         runtime, "retrieve", question=state["question"], hits=[_brief(hit_to_dict(h)) for h in hits]
@@ -228,15 +204,15 @@ def single(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, A
     t0 = time.perf_counter()
     if not evidence:
         out = _no_evidence(state, runtime)
-        return {**out, "hops": 1, "trace": trace, "timings": {**times, "generate_ms": _ms(t0)}}
+        return {**out, "hops": 1, "trace": trace, "timings": {**times, "generate_ms": ms(t0)}}
     text = _generate(grounded_messages(state["question"], evidence), runtime, ctx.max_tokens, stream=True)
     text, numbers = attribute(text, evidence)
-    citations = _citations([hit_to_dict(h) for h in evidence], set(numbers))
+    cited = citations([hit_to_dict(h) for h in evidence], set(numbers))
     return {
-        "timings": {**times, "generate_ms": _ms(t0)},
+        "timings": {**times, "generate_ms": ms(t0)},
         "answer": text,
         "grounded": True,
-        "citations": citations,
+        "citations": cited,
         "claims": [],
         "hops": 1,
         "llm_calls": 1,
@@ -511,7 +487,7 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
         return {
             "answer": text,
             "grounded": True,
-            "citations": _citations(sources, cited),
+            "citations": citations(sources, cited),
             "claims": claims,
             "exhausted": exhausted,
             "trace": trace,
@@ -550,7 +526,7 @@ def compose(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, 
     return {
         "answer": text,
         "grounded": True,
-        "citations": _citations(evidence, cited),
+        "citations": citations(evidence, cited),
         "claims": claims,
         "exhausted": exhausted,
         "llm_calls": 1,
@@ -566,28 +542,13 @@ def _no_evidence(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[
     return {"answer": text, "grounded": False, "citations": [], "llm_calls": 1}
 
 
-def _citations(hits: list[dict[str, Any]], cited: set[int]) -> list[dict[str, Any]]:
-    return [
-        {
-            "n": i,
-            "doc_id": h["doc_id"],
-            "title": h["title"],
-            "text": h.get("context") or h["text"],
-            "score": round(h["score"], 4),
-            "source": h["source"],
-            "cited": i in cited,
-        }
-        for i, h in enumerate(hits, 1)
-    ]
-
-
 def _timed(name: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """The node, adding its wall time to ``timings[name_ms]`` (summed over hops)."""
 
     def node(state: AgenticState, runtime: Runtime[AgenticContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
         out = fn(state, runtime)
-        return {**out, "timings": {f"{name}_ms": _ms(t0)}}
+        return {**out, "timings": {f"{name}_ms": ms(t0)}}
 
     node.__name__ = name
     return node

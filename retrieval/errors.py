@@ -5,7 +5,10 @@ RagnetError                      (root of every ragnet error; defined here, the 
       ├── KnowledgeBaseNotFound  a knowledge base name that does not exist
       ├── StoreLocked            the data folder's index is open in another process
       ├── StoreError             the vector store failed or is misconfigured
-      └── IngestError            a file or record could not be read or parsed
+      ├── IngestError            a file or record could not be read or parsed
+      └── CopilotRecordError     (retrieval/copilot_store.py)
+           ├── RecordNotFound    an unknown assistant, session, message, handoff or feedback id
+           └── RecordConflict    a duplicate assistant name, a handoff move its status forbids
 """
 
 from __future__ import annotations

@@ -165,6 +165,11 @@ class MetadataStore:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> Engine:
+        """The database engine, for stores that keep their own tables in the same database."""
+        return self._engine
+
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         with self._engine.begin() as conn:
