@@ -93,7 +93,9 @@ _BE_THERE = re.compile(r"\b(?:is|are|was|were|be|been)\s+there\b", re.I)
 _DEMONSTRATIVE = re.compile(r"\b(that|this|those|these|the same)\s+([A-Za-z][\w-]*)", re.I)
 _BARE_DEMONSTRATIVE = re.compile(r"\b(that|this)\b(?=\s*(?:[?.!,]|$))", re.I)
 _EXPLETIVE_IT = re.compile(
-    r"\bit\s+(?:take|takes|took|possible|necessary|okay|ok|true|safe|worth|likely|raining|snowing)\b",
+    # "does it take 3 days to …", "is it possible to …": "it" stands for the clause that follows
+    r"\bit\s+(?:(?:take|takes|took)\b.*\bto\s+\w|(?:possible|necessary|okay|ok|true|safe|worth|likely)\b"
+    r"|raining|snowing)",
     re.I,
 )
 _ELLIPSIS_EN = re.compile(r"^(?:and\s+|so\s+|but\s+)?(?:what|how)\s+about\s+(.+?)[?.!]*$", re.I)

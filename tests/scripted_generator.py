@@ -22,10 +22,12 @@ class ScriptedGenerator:
     name: str = "scripted"
     adapters: tuple[str, ...] = ()
     prompts: list[str] = field(default_factory=list)
+    requests: list[GenerationRequest] = field(default_factory=list)  # every request, whole
 
     def _reply(self, request: GenerationRequest) -> str:
         last = [m["content"] for m in request.messages if m["role"] == "user"][-1]
         self.prompts.append(last)
+        self.requests.append(request)
         for needle, reply in self.rules:
             if needle in last:
                 return reply

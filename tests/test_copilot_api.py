@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.services import Services
 from api.settings import Settings
+from api.webhooks import WebhookSender
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.faq_records import make_record
 from retrieval.loaders import iter_documents
@@ -143,6 +144,11 @@ def test_a_matching_faq_answers_verbatim_with_no_llm_call(client: TestClient, ge
     assert [m["role"] for m in session["messages"]] == ["user", "assistant"]
     assert session["messages"][1]["content"] == RESET and session["messages"][1]["faq"]["id"] == "reset"
     assert session["title"] == "How do I reset my password?"
+    # a follow-up about the verbatim answer: rewritten from it, and the generator sees it
+    follow = _say(client, sid, "How long does it take?")
+    assert "password" in follow["rewrite"]["standalone"], follow["rewrite"]
+    seen = [m["content"] for m in gen.requests[-1].messages]
+    assert any(RESET in text for text in seen), seen
 
 
 def test_a_follow_up_is_rewritten_from_the_history(client: TestClient) -> None:
@@ -266,6 +272,35 @@ def test_a_hanging_or_failing_webhook_never_delays_the_reply(client: TestClient,
         row = svc.copilot_store.get_handoff(out["handoff"]["id"])
         assert row is not None and row["webhook"]["status"] == "failed"
         assert row["webhook"]["attempts"] == 2 and "Timeout" in row["webhook"]["last_error"]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_a_pending_webhook_is_delivered_after_a_restart(svc: Services) -> None:
+    """A handoff whose webhook was still pending when the server stopped is sent at the next start."""
+    server, url = _hook_server(0.0, 200)
+    try:
+        record = svc.copilot_store.create_assistant("desk", {"kb_ids": [], "webhook_url": url})
+        payload = {"event": "handoff.opened", "reason": "test", "message": "left over"}
+        row = svc.copilot_store.open_handoff(
+            record.id,
+            {
+                "reason": "test",
+                "webhook": {"url": url, "status": "pending", "attempts": 0, "payload": payload},
+            },
+        )
+        sender = WebhookSender(svc.copilot_store, timeout_s=1.0, retries=1)
+        sender.start()  # what the app's start-up does
+        try:
+            assert sender.drain(10)
+        finally:
+            sender.stop()
+        done = svc.copilot_store.get_handoff(row["id"])
+        assert (
+            done is not None and done["webhook"]["status"] == "delivered" and done["webhook"]["attempts"] == 1
+        )
+        assert server.RequestHandlerClass.received == [payload]  # type: ignore[attr-defined]
     finally:
         server.shutdown()
 
