@@ -301,7 +301,13 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
         if args.faqs is None or args.queries is None:
             _err("error: eval faq needs --faqs and --queries")
             return 2
-        result = runs.eval_faq(services, args.kb, args.faqs, args.queries, args.limit, mode=args.mode)
+        from api.evaluation.faq_eval import eval_faq_scored
+
+        result = eval_faq_scored(
+            services, args.kb, args.faqs, args.queries, args.limit,
+            scorer=_faq_scorer(args, services), unmatched=args.unmatched,
+            candidates=args.candidates, mode=args.mode, log=_err,
+        )  # fmt: skip
     elif args.what == "aggregate":
         from api.evaluation.aggregate import eval_aggregate
 
@@ -320,6 +326,23 @@ def cmd_eval(args: argparse.Namespace, services: Any) -> int:
         )
     print(json.dumps(result))
     return 0
+
+
+def _faq_scorer(args: argparse.Namespace, services: Any) -> Any:
+    """``--scorer NAME`` (blend, cosine) for one evaluation; default: RAGNET_FAQ_SCORER."""
+    if not getattr(args, "scorer", None) or args.scorer == services.settings.faq_scorer:
+        return services.faq_scorer
+    from agents.faq_match import CosineScorer
+
+    if args.scorer == "cosine":
+        return CosineScorer()
+    from agents.faq_reranker import DEFAULT_RERANKER, BlendScorer
+
+    return BlendScorer(
+        services.settings.faq_reranker or DEFAULT_RERANKER,
+        encoder=services.faq_encoder,
+        dense=services.embedder.name.startswith("multilingual-e5-small"),
+    )
 
 
 def _router_threshold(args: argparse.Namespace, services: Any) -> float | None:
@@ -380,6 +403,18 @@ def _train_router(args: argparse.Namespace, services: Any) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from api.evaluation.router_eval import write_split
 
+    if args.what == "faq-banking":
+        from api.evaluation.faq_data import write_faq_banking
+
+        summary = write_faq_banking(args.data, args.out, seed=args.seed)
+        _err(
+            f"wrote {args.out}/dev and {args.out}/test (faqs.jsonl, queries.jsonl, unmatched.jsonl); "
+            f"evaluate with: ragnet eval faq --kb banking-dev --faqs {args.out}/dev/faqs.jsonl "
+            f"--queries {args.out}/dev/queries.jsonl --unmatched {args.out}/dev/unmatched.jsonl"
+        )
+        print(json.dumps(summary))
+        return 0
+
     result = write_split(args.data, args.out)
     _err(
         f"wrote {args.out}/train.jsonl and test.jsonl; evaluate with: ragnet eval router "
@@ -425,6 +460,14 @@ def cmd_train(args: argparse.Namespace, services: Any) -> int:
         return 0
     if args.what == "reader":
         return _train_reader(args, services)
+    if args.what == "reranker":
+        from api.evaluation.faq_eval import train_reranker_command
+
+        out = args.out or services.settings.data_dir / "models" / "faq_reranker"
+        result = train_reranker_command(services, args.data, out, seed=args.seed, log=_err)
+        _err(f"to use it: RAGNET_FAQ_RERANKER={out} (default: the checkpoint shipped in the package)")
+        print(json.dumps(result))
+        return 0
     from api.evaluation.aggregate import train_gnn
 
     try:
@@ -568,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=Path, help="questions.jsonl (retrieval, qa)")
     p.add_argument("--faqs", type=Path, help="faqs.jsonl (faq)")
     p.add_argument("--queries", type=Path, help="queries.jsonl (faq)")
+    p.add_argument("--unmatched", type=Path, help="faq: queries no FAQ answers (counted against precision)")
+    p.add_argument("--scorer", choices=["blend", "cosine"], help="faq: the FAQ scorer (RAGNET_FAQ_SCORER)")
+    p.add_argument("--candidates", type=_positive, default=20, help="faq: FAQ hits the scorer re-scores")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default RAGNET_SEARCH_MODE")
     p.add_argument(
         "--pipeline",
@@ -591,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a small model (gnn, router, lora, reader: the extractive reader); last line is JSON",
     )
-    p.add_argument("what", choices=["gnn", "router", "lora", "reader"])
+    p.add_argument("what", choices=["gnn", "router", "lora", "reader", "reranker"])
     p.add_argument("--train", help="router: labelled files FILE[=LABEL],... (see `ragnet data router-split`)")
     p.add_argument("--test", help="router: held-out files FILE[=LABEL],...; the numbers go in the data card")
     p.add_argument("--threshold", type=float, help="router: threshold for the held-out numbers")
@@ -614,8 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="checkpoint folder (default DATA_DIR/models/support_gnn|router|reader)"
     )
 
-    p = sub.add_parser("data", help="build evaluation splits (router-split: banking vs general)")
-    p.add_argument("what", choices=["router-split"])
+    p = sub.add_parser(
+        "data", help="build evaluation splits (router-split: banking vs general; faq-banking: FAQ dev/test)"
+    )
+    p.add_argument("what", choices=["router-split", "faq-banking"])
+    p.add_argument("--seed", type=int, default=13, help="faq-banking: the intent split's seed")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared/data folder")
     p.add_argument("--out", type=Path, required=True, help="folder for train.jsonl, test.jsonl, split.json")
     return parser

@@ -325,7 +325,30 @@ class Services:
     @property
     def faq_scorer(self) -> FaqScorer:
         """How a question's FAQ candidates are scored for a verbatim answer (agents/faq_match.py)."""
-        return self._once("faq_scorer", CosineScorer)
+
+        def build() -> FaqScorer:
+            if self.settings.faq_scorer == "cosine":
+                return CosineScorer()
+            from agents.faq_reranker import DEFAULT_RERANKER, BlendScorer
+
+            return BlendScorer(
+                self.settings.faq_reranker or DEFAULT_RERANKER,
+                encoder=self.faq_encoder,
+                dense=self.embedder.name.startswith("multilingual-e5-small"),
+            )
+
+        return self._once("faq_scorer", build)
+
+    @property
+    def faq_encoder(self) -> Any:
+        """all-MiniLM-L6-v2 (unquantised) for the blend FAQ scorer: the embedder when it is that
+        model, else its own copy, loaded on first use."""
+        from agents.faq_reranker import lazy, minilm_encoder
+
+        if "embedder" in self._parts and self._parts["embedder"].name == "all-MiniLM-L6-v2":
+            embedder = self._parts["embedder"]
+            return lambda texts: embedder.embed(list(texts), kind="query")
+        return lazy(lambda: self._once("faq_minilm", minilm_encoder))
 
     @property
     def copilot_store(self) -> CopilotStore:

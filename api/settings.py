@@ -188,6 +188,16 @@ class Settings(BaseSettings):
         description="FAQ matching: on faq/covid_faq_en dense top1 0.669 beats hybrid 0.645 and BM25 0.558 "
         "(README): paraphrased questions share few words with the stored ones.",
     )
+    faq_scorer: Literal["blend", "cosine"] = Field(
+        default="blend",
+        description="How FAQ candidates are scored for a verbatim answer: blend (a logistic model over "
+        "e5, MiniLM question and MiniLM question+answer similarity, fitted on BANKING77 dev intents; "
+        "a calibrated probability) or cosine (the dense search's cosine). docs/research/faq-reranker.md.",
+    )
+    faq_reranker: Path | None = Field(
+        default=None,
+        description="A blend checkpoint folder from `ragnet train reranker` (default: the shipped one).",
+    )
     chunking: Literal["heading", "fixed", "parent_child"] = Field(
         default="heading",
         description="Chunking of a new knowledge base unless it names its own: by heading/paragraph, "

@@ -100,7 +100,7 @@ class CopilotContext:
     repetition_penalty: float = 1.05
     #: Tokens of earlier turns the generator sees (newest first, verbatim).
     history_tokens: int = 768
-    faq_candidates: int = 5
+    faq_candidates: int = 20
     #: FAQ entries below the verbatim threshold kept as sources of a generated answer.
     faq_context: int = 2
     #: True once the client has gone away: generation stops at the next token.
@@ -235,7 +235,7 @@ def match_faq(state: CopilotState, runtime: Runtime[CopilotContext]) -> dict[str
         stage="faq",
         scorer=ctx.faq_scorer.name,
         threshold=round(threshold, 4),
-        faqs=[_brief(f, kb=f["kb"], score=round(f["match_score"], 4)) for f in faqs[: ctx.faq_candidates]],
+        faqs=[_brief(f, kb=f["kb"], score=round(f["match_score"], 4)) for f in faqs[:5]],
         verbatim=verbatim,
     )
     if not verbatim or best is None:
