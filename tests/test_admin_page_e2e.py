@@ -247,3 +247,171 @@ def test_admin_page_end_to_end(keyed_services: Services, tmp_path: Path) -> None
         # The refused upload and the key-less first load are expected failures; nothing else.
         unexpected = [e for e in errors if not re.search(r"status of (401|415)", e)]
         assert not unexpected, unexpected
+
+
+# --- the copilot sections in a browser ------------------------------------------------------
+
+CORRECTED = "Press Help > Contact us: a person answers within the hour.\nOr call 555-0100."
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_admin_page_copilot_sections(keyed_services: Services, tmp_path: Path) -> None:
+    """Assistants created, refused (4xx shown in the form), edited and deleted through the page; a
+    handoff (seeded over the HTTP API) shown with its conversation, taken and closed; a disliked
+    answer turned into a FAQ in the assistant's knowledge base."""
+    import httpx
+    from playwright.sync_api import expect
+
+    services = keyed_services
+    _, key = create_key(services.metadata, "e2e-copilot", "admin", ["*"])
+    services.metadata.ensure_kb("support")
+    services.metadata.ensure_kb("billing")
+
+    with live_server(create_app(services=services)) as base, chromium_page() as (page, errors):
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        page.set_default_timeout(15_000)
+        page.goto(f"{base}/admin#assistants")
+        page.get_by_test_id("api-key").fill(key)
+        page.get_by_test_id("api-key-save").click()
+        expect(page.get_by_test_id("api-key-state")).to_have_text("key saved")
+        page.get_by_test_id("tab-assistants").click()
+        expect(page.get_by_test_id("assistant-kb")).to_have_count(2)  # the existing KBs to choose from
+        expect(page.get_by_test_id("assistant-row")).to_have_count(0)
+
+        # 1. Client-side checks, then the server's 422 shown in the form with the field named.
+        form_error = page.get_by_test_id("assistant-form-error")
+        page.get_by_test_id("assistant-save").click()
+        expect(form_error).to_contain_text("name")
+        page.get_by_test_id("assistant-name").fill("helpdesk")
+        page.get_by_test_id("assistant-save").click()
+        expect(form_error).to_contain_text("at least one knowledge base")
+        page.locator('[data-testid="assistant-kb"][data-kb="support"]').check()
+        page.get_by_test_id("assistant-webhook").fill("ftp://example.invalid/hook")
+        page.get_by_test_id("assistant-save").click()
+        expect(form_error).to_contain_text("webhook_url")
+        expect(form_error).to_contain_text("HTTP 422")
+        expect(page.get_by_test_id("assistant-webhook")).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_test_id("assistant-row")).to_have_count(0)
+
+        # 2. Created with every field; user text is shown as text, never parsed as HTML.
+        page.get_by_test_id("assistant-webhook").fill("")
+        page.get_by_test_id("assistant-description").fill("<b>desk</b> & co")
+        page.get_by_test_id("assistant-strict").uncheck()
+        page.get_by_test_id("assistant-faq-threshold").fill("0.8")
+        page.get_by_test_id("assistant-top-k").fill("3")
+        page.get_by_test_id("assistant-adapter").select_option("base")
+        page.get_by_test_id("assistant-no-answer").fill("We have nothing on that yet.")
+        page.get_by_test_id("assistant-system-prompt").fill("Be brief.")
+        page.get_by_test_id("assistant-save").click()
+        row = page.locator('[data-testid="assistant-row"][data-assistant="helpdesk"]')
+        expect(row).to_be_visible()
+        expect(form_error).to_be_hidden()
+        expect(row.get_by_test_id("assistant-row-kbs")).to_have_text("support")
+        expect(row.get_by_test_id("assistant-row-faq-threshold")).to_have_text("0.8")
+        expect(row.get_by_test_id("assistant-row-strict")).to_have_text("not strict")
+        expect(row.get_by_test_id("assistant-row-adapter")).to_have_text("base")
+        expect(row).to_contain_text("<b>desk</b> & co")
+        expect(row.locator("b")).to_have_count(0)
+        made = http.get("/v1/assistants/helpdesk").json()
+        assert made["kbs"] == ["support"] and made["strict"] is False and made["faq_threshold"] == 0.8
+        assert made["top_k"] == 3 and made["adapter"] == "base" and made["system_prompt"] == "Be brief."
+        assert made["no_answer_reply"] == "We have nothing on that yet." and made["webhook_url"] is None
+        assert made["handoff_confidence"] == 0.1
+
+        # A taken name: the 409 in the form, nothing added.
+        page.get_by_test_id("assistant-name").fill("helpdesk")
+        page.locator('[data-testid="assistant-kb"][data-kb="billing"]').check()
+        page.get_by_test_id("assistant-save").click()
+        expect(form_error).to_contain_text("HTTP 409")
+        expect(page.get_by_test_id("assistant-row")).to_have_count(1)
+
+        # 3. Edit: a second knowledge base and another top_k; what was not touched stays.
+        row.get_by_test_id("assistant-edit").click()
+        expect(form_error).to_be_hidden()
+        expect(page.get_by_test_id("assistant-name")).to_have_value("helpdesk")
+        expect(page.get_by_test_id("assistant-faq-threshold")).to_have_value("0.8")
+        expect(page.get_by_test_id("assistant-adapter")).to_have_value("base")
+        page.locator('[data-testid="assistant-kb"][data-kb="billing"]').check()
+        page.get_by_test_id("assistant-top-k").fill("5")
+        page.get_by_test_id("assistant-save").click()
+        expect(row.get_by_test_id("assistant-row-kbs").locator(".badge")).to_have_count(2)
+        expect(row.get_by_test_id("assistant-row-kbs")).to_contain_text("billing")
+        edited = http.get("/v1/assistants/helpdesk").json()
+        assert sorted(edited["kbs"]) == ["billing", "support"] and edited["top_k"] == 5
+        assert edited["system_prompt"] == "Be brief." and edited["faq_threshold"] == 0.8
+
+        # 4. Seed over the API: a customer asks for a person (a handoff), then dislikes the reply.
+        sid = http.post("/v1/assistants/helpdesk/sessions", json={"user": "cust-1"}).json()["id"]
+        turn = http.post(
+            f"/v1/assistants/helpdesk/sessions/{sid}/messages",
+            json={"content": "Can I talk to a human please?"},
+        )
+        assert turn.status_code == 200, turn.text
+        out = turn.json()
+        assert out["answer_source"] == "handoff" and out["handoff"]["status"] == "open"
+        hid = out["handoff"]["id"]
+        rated = http.post(
+            f"/v1/assistants/helpdesk/sessions/{sid}/messages/{out['id']}/feedback",
+            json={"rating": "down", "comment": "I wanted the <i>phone</i> number"},
+        )
+        assert rated.status_code == 200, rated.text
+
+        page.get_by_test_id("tab-handoffs").click()
+        handoff = page.locator(f'[data-testid="handoff"][data-handoff-id="{hid}"]')
+        expect(handoff.get_by_test_id("handoff-status")).to_have_text("open")
+        expect(handoff.get_by_test_id("handoff-assistant")).to_have_text("helpdesk")
+        messages = handoff.get_by_test_id("handoff-message")
+        expect(messages).to_have_count(2)
+        expect(messages.first).to_contain_text("Can I talk to a human please?")
+        expect(messages.nth(1)).to_contain_text(out["answer"])
+
+        page.get_by_test_id("handoff-assignee-input").fill("ana")
+        handoff.get_by_test_id("handoff-take").click()
+        expect(page.get_by_test_id("handoff")).to_have_count(0)  # no longer open
+        page.get_by_test_id("handoff-status-filter").select_option("taken")
+        expect(handoff.get_by_test_id("handoff-status")).to_have_text("taken")
+        expect(handoff.get_by_test_id("handoff-assignee")).to_contain_text("ana")
+        taken = http.get(f"/v1/handoffs/{hid}").json()
+        assert taken["status"] == "taken" and taken["assignee"] == "ana"
+        handoff.get_by_test_id("handoff-close").click()
+        expect(page.get_by_test_id("handoff")).to_have_count(0)
+        page.get_by_test_id("handoff-status-filter").select_option("closed")
+        expect(handoff.get_by_test_id("handoff-status")).to_have_text("closed")
+        expect(handoff.get_by_test_id("handoff-take")).to_have_count(0)
+        assert http.get(f"/v1/handoffs/{hid}").json()["status"] == "closed"
+
+        # 5. The disliked answer, with its question and comment, becomes a FAQ.
+        page.get_by_test_id("tab-feedback").click()
+        card = page.get_by_test_id("feedback")
+        expect(card).to_have_count(1)
+        expect(card.get_by_test_id("feedback-question")).to_have_text("Can I talk to a human please?")
+        expect(card.get_by_test_id("feedback-answer")).to_have_text(out["answer"])
+        expect(card.get_by_test_id("feedback-comment")).to_have_text("I wanted the <i>phone</i> number")
+        expect(card.locator("i")).to_have_count(0)
+        card.get_by_test_id("feedback-make-faq").click()
+        answer_box = card.get_by_test_id("feedback-faq-answer")
+        expect(answer_box).to_have_value(out["answer"])  # starts from the answer given
+        answer_box.fill("   ")
+        card.get_by_test_id("feedback-faq-save").click()
+        expect(card.get_by_test_id("feedback-faq-error")).to_contain_text("corrected answer")
+        answer_box.fill(CORRECTED)
+        card.get_by_test_id("feedback-faq-save").click()
+        first_kb = edited["kbs"][0]  # the FAQ goes to the assistant's first knowledge base
+        expect(card.get_by_test_id("feedback-faq-done")).to_contain_text(f"in {first_kb}")
+        faqs = http.get(f"/v1/kbs/{first_kb}/faqs").json()["faqs"]
+        (faq,) = [f for f in faqs if f["id"].startswith("feedback-")]
+        assert faq["answer"] == CORRECTED and faq["questions"] == ["Can I talk to a human please?"]
+        page.screenshot(path=str(tmp_path / "admin-feedback.png"), full_page=True)
+
+        # 6. Delete the assistant (after a confirm).
+        page.get_by_test_id("tab-assistants").click()
+        row.get_by_test_id("assistant-delete").click()
+        expect(page.get_by_test_id("confirm-text")).to_contain_text("helpdesk")
+        page.get_by_test_id("confirm-ok").click()
+        expect(page.get_by_test_id("assistant-row")).to_have_count(0)
+        assert http.get("/v1/assistants/helpdesk").status_code == 404
+        http.close()
+
+        # The key-less first load and the refused creates (422, 409) are expected; nothing else.
+        unexpected = [e for e in errors if not re.search(r"status of (401|409|422)", e)]
+        assert not unexpected, unexpected

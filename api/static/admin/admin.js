@@ -1,4 +1,5 @@
-// ragnet admin page: knowledge bases, documents, FAQs, jobs and hit testing over the /v1 API.
+// ragnet admin page: knowledge bases, documents, FAQs, jobs, hit testing and the copilot
+// (assistants, handoffs, disliked answers) over the /v1 API.
 // Plain ES modules, no build step, nothing loaded from outside this server.
 
 import { api, getKey, seg, setKey, upload } from "./api.js";
@@ -16,10 +17,11 @@ import {
   highlight,
   parseJsonObject,
 } from "./dom.js";
+import { setupCopilot } from "./copilot.js";
 import { cancelJob, isActive, jobCard, watchJob } from "./jobs.js";
 
 const KB_STORAGE = "ragnet.admin.kb";
-const TABS = ["kbs", "documents", "faqs", "jobs", "search"];
+const TABS = ["kbs", "documents", "faqs", "jobs", "search", "assistants", "handoffs", "feedback"];
 const JOBS_REFRESH_MS = 2000;
 const PAGE = 100; // documents and FAQs per page (the API allows up to 1000)
 
@@ -140,6 +142,12 @@ function refreshTab() {
       return guard(loadFaqs);
     case "jobs":
       return guard(loadJobs);
+    case "assistants":
+      return copilot && guard(copilot.loadAssistants);
+    case "handoffs":
+      return copilot && guard(copilot.loadHandoffs);
+    case "feedback":
+      return copilot && guard(copilot.loadFeedback);
     default:
       return undefined;
   }
@@ -220,6 +228,7 @@ async function loadKbs() {
   state.kbs = Array.isArray(body && body.kbs) ? body.kbs : [];
   renderKbSelect();
   renderKbTable();
+  if (copilot) copilot.renderKbChoices();
   if (!state.kbs.some((kb) => kb.name === state.kb)) setKb(state.kbs.length ? state.kbs[0].name : null);
   else setKb(state.kb);
 }
@@ -884,6 +893,10 @@ function wireSearch() {
   });
 }
 
+// --- copilot ---------------------------------------------------------------------------------
+
+let copilot = null; // {loadAssistants, loadHandoffs, loadFeedback}, set at start
+
 // --- start -----------------------------------------------------------------------------------
 
 async function start() {
@@ -895,6 +908,7 @@ async function start() {
   wireFaqs();
   wireJobs();
   wireSearch();
+  copilot = setupCopilot({ guard, say, clearError, confirmDialog, nextRequest, kbs: () => state.kbs });
   let saved = null;
   try {
     saved = localStorage.getItem(KB_STORAGE);
